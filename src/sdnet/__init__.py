@@ -1,0 +1,56 @@
+"""sdnet: the Spatial Decomposition Network (SDNet) of Chartsias et al., "Disentangled representation learning in
+cardiac image analysis", Medical Image Analysis 2019.
+
+An image x is factorised into a binary multi-channel anatomy map s = f_anatomy(x) and a modality vector
+z ~ f_modality(x, s); a FiLM decoder g rebuilds x from (s, z); a segmentor h maps s to masks; an LSGAN mask
+discriminator lets unlabelled images train the model.
+
+Quick start::
+
+    from sdnet import RunConfig, Trainer, load_model
+    model, config, _ = load_model("runs/demo/best.pt")
+    seg = model.segment(images)          # images: (B, 1, H, W) in [-1, 1]
+    enc = model.encode(images)           # enc.anatomy (B, C, H, W), enc.modality.z (B, n_z)
+    x_hat = model.decode(enc.anatomy, enc.modality.z)
+"""
+
+from sdnet.config import (
+    ConfigError,
+    DataConfig,
+    LossWeights,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    save_config,
+)
+from sdnet.errors import CheckpointError, DataError, SDNetError
+from sdnet.models import SDNet, build_discriminator, build_sdnet
+from sdnet.training import Trainer, TrainResult, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "LossWeights",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SDNet",
+    "SDNetError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "__version__",
+    "apply_overrides",
+    "build_discriminator",
+    "build_sdnet",
+    "load_config",
+    "load_model",
+    "save_config",
+]

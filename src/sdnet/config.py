@@ -1,0 +1,384 @@
+"""Frozen, nested run configuration: model sizes, loss weights (the paper's λ1..λ5), optimiser, data and training.
+
+Every run folder and every checkpoint stores the *resolved* configuration (``config.yaml`` / the checkpoint's
+``config`` entry), so a run can be understood and resumed from its folder alone.
+
+Configs are plain frozen dataclasses. Variants are derived with :func:`apply_overrides` (``"train.lr=2e-4"``) or
+:func:`dataclasses.replace`; nothing mutates a config after it is built. Unknown keys are errors
+(:class:`ConfigError`), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from sdnet.errors import SDNetError
+
+BinarisationMode = Literal["argmax", "round", "none"]
+
+
+class ConfigError(SDNetError, ValueError):
+    """A configuration key or value is invalid. The message names the offending key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the five SDNet networks. Defaults are the authors' ACDC configuration (paper §4.2, facts §1.2).
+
+    Attributes:
+        image_size: H = W of the (square) input slices, in pixels.
+        in_channels: image channels (1 for MR/CT).
+        anatomy_channels: C, channels of the binary anatomy factor s (8 for ACDC, 16 for MR+CT).
+        n_z: n_z, dimension of the modality factor z.
+        unet_filters: base filters of the anatomy U-Net (doubled at each level).
+        unet_depth: number of down-sampling steps of the U-Net.
+        binarisation: ``argmax`` (one-hot of the softmax argmax, default), ``round`` (the paper's ⌊s+0.5⌋, which can
+            leave a pixel all-zero) or ``none`` (soft softmax, ablation). Straight-through gradient in both
+            binary modes.
+        modality_filters: filters of each strided convolution of the modality encoder.
+        modality_layers: number of strided (valid-padding) convolutions of the modality encoder.
+        modality_hidden: width of the dense layer before the μ / log σ² heads.
+        decoder_blocks: FiLM residual blocks of the decoder.
+        decoder_width: channels inside the decoder; 0 means "= anatomy_channels" (authors).
+        segmentor_filters: filters of the segmentor's two 3×3 convolutions.
+        n_classes: L + 1 segmentation classes, background (index 0) included.
+        discriminator_filters: filters of the mask discriminator's first convolution (doubled per block).
+        discriminator_blocks: strided blocks of the mask discriminator after the first convolution.
+        discriminator_spectral_norm: wrap the discriminator's convolutions in spectral normalisation.
+    """
+
+    image_size: int = 224
+    in_channels: int = 1
+    anatomy_channels: int = 8
+    n_z: int = 8
+    unet_filters: int = 64
+    unet_depth: int = 4
+    binarisation: BinarisationMode = "argmax"
+    modality_filters: int = 16
+    modality_layers: int = 4
+    modality_hidden: int = 32
+    decoder_blocks: int = 4
+    decoder_width: int = 0
+    segmentor_filters: int = 64
+    n_classes: int = 4
+    discriminator_filters: int = 64
+    discriminator_blocks: int = 4
+    discriminator_spectral_norm: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self, "model", "image_size", "in_channels", "anatomy_channels", "n_z", "unet_filters",
+                  "unet_depth", "modality_filters", "modality_layers", "modality_hidden", "decoder_blocks",
+                  "segmentor_filters", "discriminator_filters", "discriminator_blocks")
+        if self.n_classes < 2:
+            raise ConfigError(f"model.n_classes must be >= 2 (background + >= 1 structure), got {self.n_classes}")
+        if self.decoder_width < 0:
+            raise ConfigError(f"model.decoder_width must be >= 0, got {self.decoder_width}")
+        if self.image_size % (2**self.unet_depth) != 0:
+            raise ConfigError(
+                f"model.image_size={self.image_size} must be divisible by 2**unet_depth={2**self.unet_depth}"
+            )
+        if self.binarisation not in ("argmax", "round", "none"):
+            raise ConfigError(f"model.binarisation must be argmax, round or none, got {self.binarisation!r}")
+        size = self.image_size
+        for _ in range(self.modality_layers):
+            size = (size - 3) // 2 + 1
+        if size < 1:
+            raise ConfigError(
+                f"model.image_size={self.image_size} is too small for {self.modality_layers} modality-encoder layers"
+            )
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The weights of paper eq. (§4.2) L = λ1 L_KL + λ2 L_segm + λ3 L_adv + λ4 L_rec + λ5 L_zrec.
+
+    Attributes:
+        kl: λ1, KL divergence of q(z|x, s) from N(0, I).
+        segm: λ2, supervised Dice loss.
+        adv: λ3, LSGAN adversarial term on unlabelled masks (generator side).
+        rec: λ4, L1 image reconstruction.
+        zrec: λ5, L1 modality-factor reconstruction.
+    """
+
+    kl: float = 0.01
+    segm: float = 10.0
+    adv: float = 10.0
+    rec: float = 1.0
+    zrec: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("kl", "segm", "adv", "rec", "zrec"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam with the Keras inverse-time decay lr_t = lr / (1 + decay · t), t = the optimiser's own updates.
+
+    Keras' ``epsilon`` default is 1e-7 (facts §1.10).
+    """
+
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    eps: float = 1e-7
+    decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
+            raise ConfigError("optim.beta1 and optim.beta2 must lie in [0, 1)")
+        if self.decay < 0 or self.eps <= 0:
+            raise ConfigError("optim.decay must be >= 0 and optim.eps > 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how subjects are split.
+
+    Attributes:
+        root: dataset folder (a phantom written by ``sdnet phantom``); empty until given on the command line.
+        format: dataset layout; ``phantom`` for now.
+        modality: which rendering of a multi-modality dataset to use (``MR`` or ``CT`` for the phantom).
+        val_fraction / test_fraction: subject-level split fractions (the rest is training).
+        labelled_fraction: fraction of *training subjects* whose masks are used (ignored if labelled_subjects > 0).
+        labelled_subjects: exact number of labelled training subjects (0 = use labelled_fraction).
+        labelled_phases: ``ed_es`` (only ED and ES frames carry masks, like ACDC) or ``all``.
+        use_unlabelled: add the unlabelled images (adversarial + reconstruction terms). Without them training is
+            fully supervised, whatever the loss weights say.
+        max_unlabelled: cap on unlabelled images (the authors used 1200).
+        augment_rotation: maximum rotation in degrees of the training augmentation (0 = off).
+        discriminator_masks: which masks D_M sees as "real": ``labelled`` (only the labelled subjects' masks, the
+            strict semi-supervised setting, default) or ``training`` (every training subject's masks, unpaired, as
+            in the authors' code, facts §1.11).
+        split_seed: seed of the subject split and of the choice of labelled subjects.
+    """
+
+    root: str = ""
+    format: str = "phantom"
+    modality: str = "MR"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    labelled_fraction: float = 1.0
+    labelled_subjects: int = 0
+    labelled_phases: Literal["ed_es", "all"] = "ed_es"
+    use_unlabelled: bool = True
+    max_unlabelled: int = 1200
+    augment_rotation: float = 0.0
+    discriminator_masks: Literal["labelled", "training"] = "labelled"
+    split_seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.format not in ("phantom",):
+            raise ConfigError(f"data.format must be 'phantom', got {self.format!r}")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                raise ConfigError(f"data.{name} must lie in [0, 1), got {v}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
+        if not 0 < self.labelled_fraction <= 1:
+            raise ConfigError(f"data.labelled_fraction must lie in (0, 1], got {self.labelled_fraction}")
+        if self.labelled_subjects < 0 or self.max_unlabelled < 0:
+            raise ConfigError("data.labelled_subjects and data.max_unlabelled must be >= 0")
+        if self.labelled_phases not in ("ed_es", "all"):
+            raise ConfigError(f"data.labelled_phases must be ed_es or all, got {self.labelled_phases!r}")
+        if not 0 <= self.augment_rotation <= 180:
+            raise ConfigError(f"data.augment_rotation must lie in [0, 180], got {self.augment_rotation}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop (authors' schedule, facts §1.11 and §1.13).
+
+    Attributes:
+        batch_size: images per step (4 in the paper).
+        epochs: upper bound on epochs; an epoch is ceil(max(#labelled, #unlabelled) / batch_size) iterations.
+        steps_per_epoch: override the epoch length in iterations (0 = the authors' definition above); validation,
+            early stopping and best-checkpoint selection happen at epoch ends.
+        max_steps: stop after this many iterations (0 = no limit); useful for fixed budgets.
+        max_minutes: stop after this wall-clock budget (0 = no limit); the stop happens at an epoch end.
+        patience: early stopping: epochs without a validation-Dice gain of at least min_delta (0 = never stop).
+        min_delta: the smallest validation-Dice gain that counts as an improvement.
+        fake_pool_size: history of fake masks shown to the discriminator (authors: 50; 0 disables the pool).
+        seed: seed of weights, sampling and augmentation.
+        log_every: iterations between loss-log lines (JSONL + TensorBoard).
+        checkpoint_every: iterations between ``last.pt`` checkpoints (also written at every epoch end).
+        num_threads: torch intra-op threads (0 = leave torch's default).
+        device: ``cpu`` or a torch device string such as ``cuda:0``.
+    """
+
+    batch_size: int = 4
+    epochs: int = 500
+    steps_per_epoch: int = 0
+    max_steps: int = 0
+    max_minutes: float = 0.0
+    patience: int = 100
+    min_delta: float = 0.01
+    fake_pool_size: int = 50
+    seed: int = 1
+    log_every: int = 10
+    checkpoint_every: int = 200
+    num_threads: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _positive(self, "train", "batch_size", "epochs", "log_every", "checkpoint_every")
+        for name in ("steps_per_epoch", "max_steps", "patience", "fake_pool_size", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_minutes < 0 or self.min_delta < 0:
+            raise ConfigError("train.max_minutes and train.min_delta must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; saved as ``config.yaml`` in the run folder and inside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _positive(obj: object, section: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ConfigError(f"{section}.{name} must be > 0, got {value}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# dict / YAML conversion
+
+T = TypeVar("T")
+
+
+def to_dict(config: object) -> dict[str, Any]:
+    """A plain, YAML/JSON-safe nested dict of a config dataclass."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"expected a dataclass instance, got {type(config).__name__}")
+    return dataclasses.asdict(config)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check/convert one leaf value against its dataclass annotation; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key} must be a boolean, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return int(as_float)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested mapping; unknown keys and bad values raise :class:`ConfigError`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{full}' (valid: {', '.join(sorted(fields))})")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = from_dict(annotation, value, prefix=f"{full}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(value, annotation, full)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid {prefix.rstrip('.') or 'config'}: {exc}") from None
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """Return a new config with ``section.key=value`` overrides applied (e.g. ``"train.lr=2e-4"``)."""
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node: Any = data
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"unknown config key '{'.'.join(parts[: depth + 1])}'")
+            if depth == len(parts) - 1:
+                if isinstance(node[part], dict):
+                    raise ConfigError(f"config key '{dotted}' is a section, not a value")
+                node[part] = _parse_scalar(text.strip())
+            else:
+                node = node[part]
+    return from_dict(RunConfig, data)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Load a YAML run config (missing keys take the defaults) and apply command-line overrides."""
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    config = from_dict(RunConfig, data)
+    return apply_overrides(config, overrides)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,85 @@
+"""Stateless, seeded batch streams for the semi-supervised schedule.
+
+A stream's i-th batch is a pure function of (seed, stream name, i): each pass over the data is a fresh permutation
+drawn from a generator seeded by (seed, stream, pass). Nothing has to be saved to resume a run exactly: the trainer
+just asks for batch ``step`` again.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sdnet.data.transforms import rotate
+
+
+@dataclass(frozen=True)
+class SliceSet:
+    """Preprocessed 2D slices held in memory.
+
+    Attributes:
+        images: (N, 1, H, W) float32 in [−1, 1].
+        masks: (N, H, W) int64 class indices in [0, n_classes), or None for unlabelled images.
+        subject_ids: (N,) subject of each slice.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor | None
+    subject_ids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _stream_seed(seed: int, name: str, index: int) -> int:
+    return (seed * 1_000_003 + zlib.crc32(name.encode()) * 7919 + index) % (2**63 - 1)
+
+
+class BatchStream:
+    """Endless shuffled batches from a :class:`SliceSet`, optionally rotated.
+
+    Args:
+        data: the slices.
+        batch_size: images per batch.
+        seed: run seed.
+        name: stream name (``labelled``, ``unlabelled``, ``real_masks``) so streams are independent.
+        max_rotation: maximum absolute rotation in degrees (0 disables augmentation).
+    """
+
+    def __init__(self, data: SliceSet, *, batch_size: int, seed: int, name: str, max_rotation: float = 0.0) -> None:
+        if len(data) == 0:
+            raise ValueError(f"stream {name!r} has no images")
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.name = name
+        self.max_rotation = max_rotation
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cache:
+            if len(self._cache) > 4:
+                self._cache.clear()
+            rng = np.random.default_rng(_stream_seed(self.seed, self.name, epoch))
+            self._cache[epoch] = rng.permutation(len(self.data))
+        return self._cache[epoch]
+
+    def indices(self, step: int) -> np.ndarray:
+        """Dataset indices of batch ``step`` (B,)."""
+        n = len(self.data)
+        positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        return np.array([self._permutation(int(p // n))[int(p % n)] for p in positions])
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batch ``step``: images (B, 1, H, W) and masks (B, H, W) or None."""
+        idx = torch.from_numpy(self.indices(step))
+        images = self.data.images[idx]
+        masks = self.data.masks[idx] if self.data.masks is not None else None
+        if self.max_rotation > 0:
+            gen = torch.Generator().manual_seed(_stream_seed(self.seed, self.name + "/rotation", step))
+            angles = (torch.rand(len(idx), generator=gen) * 2 - 1) * self.max_rotation
+            images, masks = rotate(images, masks, angles)
+        return images, masks

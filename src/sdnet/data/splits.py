@@ -1,0 +1,88 @@
+"""Subject-level splits (train / validation / test) and the choice of labelled subjects, saved as JSON.
+
+Splits are always made over subject ids, never over slices, so no subject appears in two of train/val/test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sdnet.errors import DataError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Subject ids of each part. ``labelled`` ⊆ ``train``; the rest of ``train`` is the unlabelled pool."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    labelled: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        parts = {"train": set(self.train), "val": set(self.val), "test": set(self.test)}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = parts[a] & parts[b]
+            if shared:
+                raise DataError(f"split leaks subjects between {a} and {b}: {sorted(shared)[:5]}")
+        if not set(self.labelled) <= parts["train"]:
+            raise DataError("split: labelled subjects must be training subjects")
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({k: list(v) for k, v in asdict(self).items()}, indent=1))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Split:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+            return cls(**{k: tuple(str(s) for s in data[k]) for k in ("train", "val", "test", "labelled")})
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{p}: not a valid split file ({exc})") from None
+
+
+def split_subjects(
+    subjects: Sequence[str],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    labelled_fraction: float = 1.0,
+    labelled_subjects: int = 0,
+    seed: int = 1,
+) -> Split:
+    """Shuffle subjects with ``seed`` and cut them into train/val/test, then pick the labelled training subjects.
+
+    Each non-zero fraction gets at least one subject. The labelled set is ``labelled_subjects`` subjects when that
+    is > 0, else ``max(1, round(labelled_fraction · #train))``.
+
+    Raises:
+        DataError: when there are too few subjects for the requested split.
+    """
+    ids = sorted(set(subjects))
+    if not ids:
+        raise DataError("no subjects to split: the dataset is empty")
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    n = len(order)
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise DataError(f"only {n} subjects: too few for validation fraction {val_fraction} and test {test_fraction}")
+    test = tuple(sorted(order[:n_test]))
+    val = tuple(sorted(order[n_test : n_test + n_val]))
+    train_order = order[n_test + n_val :]
+    if labelled_subjects > 0:
+        if labelled_subjects > len(train_order):
+            raise DataError(f"asked for {labelled_subjects} labelled subjects but only {len(train_order)} train")
+        n_lab = labelled_subjects
+    else:
+        n_lab = max(1, min(len(train_order), math.floor(labelled_fraction * len(train_order) + 0.5)))
+    labelled = tuple(sorted(train_order[:n_lab]))
+    return Split(train=tuple(sorted(train_order)), val=val, test=test, labelled=labelled)

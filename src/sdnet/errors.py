@@ -1,0 +1,19 @@
+"""Exceptions the CLI turns into one-line error messages (never a traceback).
+
+Every error raised for bad *user input* (a path, a file's contents, a config key, a checkpoint) derives from
+:class:`SDNetError` and carries a message that names the offending file or key.
+"""
+
+from __future__ import annotations
+
+
+class SDNetError(Exception):
+    """Base class of user-facing errors."""
+
+
+class DataError(SDNetError):
+    """A dataset file or folder is missing, unreadable or has invalid contents."""
+
+
+class CheckpointError(SDNetError):
+    """A checkpoint is missing, corrupt, or contains something other than plain tensors and values."""

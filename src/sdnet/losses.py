@@ -1,0 +1,118 @@
+"""SDNet's training losses as pure, unweighted functions (paper §3 and §4.2).
+
+Each function maps tensors to a scalar tensor. The paper's weights λ1..λ5 are applied in exactly one place,
+:func:`weighted_sum`, which the training steps call with a :class:`~sdnet.config.LossWeights`. Evaluation
+scores (hard-label Dice, HD95) live in :mod:`sdnet.metrics`, never here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from sdnet.config import LossWeights
+
+#: Term name -> the paper's λ it is weighted by (§4.2).
+LAMBDA_OF_TERM: dict[str, str] = {"kl": "λ1", "segm": "λ2", "adv": "λ3", "rec": "λ4", "zrec": "λ5"}
+
+
+def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: float = 0.1) -> torch.Tensor:
+    """The paper's Dice loss (§3.2), summed over pixels *and* foreground channels, averaged over the batch.
+
+    L_segm = 1 − 2 · E_x[(Σ_{h,w,l} m·p + ε) / (Σ_{h,w,l} (m + p) + ε)]
+
+    As in the authors' code (facts §1.9), ε = 0.1 sits inside the factor 2, so a perfect prediction scores
+    slightly below 0. Background is excluded: pass foreground channels only.
+
+    Args:
+        probabilities: (B, L, H, W) predicted foreground probabilities in [0, 1].
+        target: (B, L, H, W) one-hot (or soft) foreground masks in [0, 1].
+        smooth: ε.
+
+    Returns:
+        Scalar tensor.
+    """
+    if probabilities.shape != target.shape:
+        raise ValueError(f"dice_loss: shape mismatch {tuple(probabilities.shape)} vs {tuple(target.shape)}")
+    dims = tuple(range(1, probabilities.dim()))
+    intersection = (probabilities * target).sum(dim=dims)  # (B,)
+    total = (probabilities + target).sum(dim=dims)  # (B,)
+    ratio = (intersection + smooth) / (total + smooth)  # (B,)
+    return 1.0 - 2.0 * ratio.mean()
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """L_KL = D_KL(N(μ, σ²) || N(0, I)) summed over the n_z dimensions, averaged over the batch (§3.1.2).
+
+    Args:
+        mu: (B, n_z) posterior mean.
+        logvar: (B, n_z) posterior log-variance.
+
+    Returns:
+        Scalar tensor, −0.5 · Σ(1 + log σ² − μ² − σ²) averaged over B.
+    """
+    per_sample = -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)  # (B,)
+    return per_sample.mean()
+
+
+def l1_reconstruction(image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """L_rec = E_x ||x − g(s, z)||_1, the mean absolute error over pixels and batch (§3.3; Keras 'mae').
+
+    Args:
+        image: (B, 1, H, W) in [−1, 1].
+        reconstruction: (B, 1, H, W) in [−1, 1].
+    """
+    return F.l1_loss(reconstruction, image)
+
+
+def z_reconstruction(z: torch.Tensor, z_reencoded: torch.Tensor) -> torch.Tensor:
+    """L_zrec = E ||z − f_modality(g(s, z), s)||_1, mean absolute error over dimensions and batch (§3.3.1).
+
+    Args:
+        z: (B, n_z) the sampled modality factor that was decoded.
+        z_reencoded: (B, n_z) the modality factor re-encoded from the decoded image.
+    """
+    return F.l1_loss(z_reencoded, z)
+
+
+def lsgan_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """The discriminator side of L_adv (§3.2, LSGAN): E[(D(m) − 1)²] + E[D(h(s))²].
+
+    Args:
+        real_scores: (B, 1) D_M on real masks.
+        fake_scores: (B, 1) D_M on predicted masks.
+    """
+    return (real_scores - 1.0).pow(2).mean() + fake_scores.pow(2).mean()
+
+
+def lsgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """The generator side of L_adv (LSGAN): E[(D(h(s)) − 1)²], minimised by f_anatomy and h.
+
+    Args:
+        fake_scores: (B, 1) D_M on predicted masks of unlabelled images.
+    """
+    return (fake_scores - 1.0).pow(2).mean()
+
+
+def weighted_sum(terms: Mapping[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    """Σ λ_term · L_term over the given terms: the one place where the paper's λ1..λ5 are applied.
+
+    Args:
+        terms: unweighted scalar losses keyed by ``kl``, ``segm``, ``adv``, ``rec``, ``zrec``.
+        weights: the λ values.
+
+    Returns:
+        Scalar tensor.
+    """
+    if not terms:
+        raise ValueError("weighted_sum: no loss terms given")
+    total: torch.Tensor | None = None
+    for name, value in terms.items():
+        if name not in LAMBDA_OF_TERM:
+            raise KeyError(f"unknown loss term {name!r}; expected one of {sorted(LAMBDA_OF_TERM)}")
+        weighted = getattr(weights, name) * value
+        total = weighted if total is None else total + weighted
+    assert total is not None
+    return total

@@ -1,0 +1,54 @@
+"""Evaluation scores on hard labels (numpy, no gradients). Training losses live in :mod:`sdnet.losses`.
+
+Conventions: Dice of a class that is absent from both prediction and ground truth is NaN (undefined) and is left
+out of averages (``nanmean``), as in nnU-Net; a class present in only one of them scores 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dice_per_class(prediction: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
+    """Dice of each foreground class over a whole array (a 3D volume: the standard "3D Dice").
+
+    Args:
+        prediction: (...) int class indices.
+        target: (...) int class indices, same shape.
+        n_classes: L + 1 (background 0 included).
+
+    Returns:
+        (L,) float64 Dice of classes 1..L; NaN where the class is absent from both.
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(f"dice_per_class: shape mismatch {prediction.shape} vs {target.shape}")
+    scores = np.full(n_classes - 1, np.nan)
+    for c in range(1, n_classes):
+        p, t = prediction == c, target == c
+        denom = int(p.sum()) + int(t.sum())
+        if denom > 0:
+            scores[c - 1] = 2.0 * np.logical_and(p, t).sum() / denom
+    return scores
+
+
+def slice_averaged_dice(prediction: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
+    """The authors' per-slice Dice averaged over the slices of a volume (facts §1.14), per class.
+
+    Slices where a class is absent from both prediction and target are skipped (NaN), unlike the authors' smoothed
+    score which counts them as 1.
+
+    Args:
+        prediction: (S, H, W) class indices.
+        target: (S, H, W) class indices.
+
+    Returns:
+        (L,) mean over slices of the per-slice Dice (NaN if the class never appears).
+    """
+    per_slice = np.stack([dice_per_class(p, t, n_classes) for p, t in zip(prediction, target, strict=True)])
+    with np.errstate(invalid="ignore"):
+        out = np.full(n_classes - 1, np.nan)
+        for c in range(n_classes - 1):
+            column = per_slice[:, c]
+            if np.any(~np.isnan(column)):
+                out[c] = np.nanmean(column)
+    return out

@@ -1,0 +1,64 @@
+"""Self-describing checkpoints, written atomically and loaded without unpickling arbitrary objects.
+
+A checkpoint is a dict of plain values and tensors only: the resolved config (as a dict), the step and epoch,
+every network's and optimiser's state, the fake-mask pool, RNG states, the data split, and the training history
+needed to continue early stopping. It is written to a temporary file and renamed, so a run killed while saving
+leaves the previous checkpoint intact. Loading uses ``torch.load(weights_only=True)``: a file that would need to
+construct any other Python object (e.g. one crafted to run code) is refused with :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdnet.errors import CheckpointError
+
+FORMAT = "sdnet-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Atomically write ``state`` (plain values and tensors only) to ``path``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    tmp = p.with_name(p.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, p)
+    return p
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only``); never executes code stored in the file.
+
+    Raises:
+        CheckpointError: missing, unreadable, unsafe, or not an sdnet checkpoint.
+    """
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise CheckpointError(f"{path}: no best.pt or last.pt in this folder")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p}: refused to load: the file contains objects other than tensors ({first})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{p}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not an sdnet checkpoint")
+    if int(state.get("version", -1)) > VERSION:
+        raise CheckpointError(f"{p}: checkpoint version {state.get('version')} is newer than this sdnet ({VERSION})")
+    return state

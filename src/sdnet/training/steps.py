@@ -1,0 +1,190 @@
+"""The four kinds of update in SDNet's per-iteration schedule, as explicit functions (facts §1.9, §1.11).
+
+Per iteration the trainer runs: :func:`supervised_step` on a labelled batch, :func:`z_reconstruction_step`,
+:func:`unsupervised_step` on an unlabelled batch, :func:`z_reconstruction_step` again, then
+:func:`discriminator_step`. Each step returns its unweighted loss terms (floats) for logging; the paper's λ are
+applied only through :func:`sdnet.losses.weighted_sum`.
+
+Deviations from the authors' Keras code, for speed (issue "Performance"), each documented where it happens:
+
+* the z-reconstruction step reuses the (detached) anatomy factor of the preceding generator step instead of a
+  second ``Enc_Anatomy.predict`` pass — the same s up to BatchNorm using batch rather than running statistics;
+* the discriminator's fake masks are the (detached) predictions of the unsupervised step, not a second inference
+  pass over another image batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sdnet.config import LossWeights
+from sdnet.losses import (
+    dice_loss,
+    kl_divergence,
+    l1_reconstruction,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    weighted_sum,
+    z_reconstruction,
+)
+from sdnet.models import MaskDiscriminator, SDNet
+from sdnet.training.optim import KerasAdam
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops loudly instead of writing garbage checkpoints."""
+
+
+@dataclass
+class StepResult:
+    """Loss terms (unweighted, plus ``total``) and tensors the next step of the schedule may reuse."""
+
+    losses: dict[str, float]
+    anatomy: Tensor | None = None
+    fake_masks: Tensor | None = None
+
+
+def one_hot_foreground(masks: Tensor, n_classes: int) -> Tensor:
+    """(B, H, W) int class indices -> (B, L, H, W) float one-hot of the foreground classes 1..L."""
+    return F.one_hot(masks, n_classes).permute(0, 3, 1, 2)[:, 1:].to(torch.float32)
+
+
+def _finish(loss: Tensor, terms: dict[str, Tensor], optimizer: KerasAdam, what: str) -> dict[str, float]:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"{what}: loss is {value} ({ {k: float(v.detach()) for k, v in terms.items()} })")
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    out = {k: float(v.detach()) for k, v in terms.items()}
+    out["total"] = value
+    return out
+
+
+def supervised_step(
+    model: SDNet, image: Tensor, masks: Tensor, optimizer: KerasAdam, weights: LossWeights, *, n_classes: int
+) -> StepResult:
+    """Labelled batch: λ2 L_segm + λ4 L_rec + λ1 L_KL (no adversarial term on labelled data, as the authors).
+
+    Args:
+        image: (B, 1, H, W) in [−1, 1].
+        masks: (B, H, W) int64 class indices.
+    """
+    out = model(image)
+    target = one_hot_foreground(masks, n_classes)
+    terms = {
+        "segm": dice_loss(out.mask_probabilities[:, 1:], target),
+        "rec": l1_reconstruction(image, out.reconstruction),
+        "kl": kl_divergence(out.modality.mu, out.modality.logvar),
+    }
+    if weights.rec == 0:
+        del terms["rec"]
+    losses = _finish(weighted_sum(terms, weights), terms, optimizer, "supervised step")
+    return StepResult(losses=losses, anatomy=out.anatomy.detach())
+
+
+def z_reconstruction_step(model: SDNet, anatomy: Tensor, optimizer: KerasAdam, weights: LossWeights) -> StepResult:
+    """λ5 L_zrec: decode a prior sample z ~ N(0, I) with a real anatomy, re-encode it, L1 to z (§3.3.1).
+
+    As in the authors' code the re-encoding uses the *sampled* modality code and the real (detached) anatomy, so
+    only the decoder and the modality encoder receive gradients (facts §1.9).
+
+    Args:
+        anatomy: (B, C, H, W) detached anatomy factor of real images.
+    """
+    n_z = model.modality_encoder.n_z
+    z = torch.randn(anatomy.shape[0], n_z, device=anatomy.device, dtype=anatomy.dtype)
+    generated = model.decode(anatomy, z)
+    code = model.modality_encoder(anatomy, generated)
+    terms = {"zrec": z_reconstruction(z, code.z)}
+    return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "z-reconstruction step"))
+
+
+def unsupervised_step(
+    model: SDNet,
+    discriminator: MaskDiscriminator | None,
+    image: Tensor,
+    optimizer: KerasAdam,
+    weights: LossWeights,
+) -> StepResult:
+    """Unlabelled batch: λ3 L_adv (generator side, D frozen) + λ4 L_rec + λ1 L_KL.
+
+    Args:
+        discriminator: None (or λ3 = 0) drops the adversarial term.
+        image: (B, 1, H, W) in [−1, 1].
+
+    Returns:
+        losses, the detached anatomy (for the z-reconstruction step) and the detached predicted foreground masks
+        (B, L, H, W) for the discriminator's fake pool.
+    """
+    out = model(image)
+    fake = out.mask_probabilities[:, 1:]
+    terms = {
+        "rec": l1_reconstruction(image, out.reconstruction),
+        "kl": kl_divergence(out.modality.mu, out.modality.logvar),
+    }
+    if discriminator is not None and weights.adv > 0:
+        discriminator.requires_grad_(False)
+        try:
+            terms["adv"] = lsgan_generator_loss(discriminator(fake))
+            losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
+        finally:
+            discriminator.requires_grad_(True)
+    else:
+        losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
+    return StepResult(losses=losses, anatomy=out.anatomy.detach(), fake_masks=fake.detach())
+
+
+def discriminator_step(
+    discriminator: MaskDiscriminator, real_masks: Tensor, fake_masks: Tensor, optimizer: KerasAdam
+) -> StepResult:
+    """D_M update: E[(D(m) − 1)²] + E[D(h(s))²] (LSGAN, §3.2). Unweighted, as in the authors' ``D_trainer``.
+
+    Args:
+        real_masks: (B, L, H, W) one-hot foreground masks.
+        fake_masks: (B, L, H, W) detached predicted foreground probabilities.
+    """
+    loss = lsgan_discriminator_loss(discriminator(real_masks), discriminator(fake_masks))
+    terms = {"disc": loss}
+    return StepResult(losses=_finish(loss, terms, optimizer, "discriminator step"))
+
+
+class FakeMaskPool:
+    """History of predicted masks shown to D (the authors' pool of 50, facts §1.11).
+
+    New fakes are appended (oldest dropped beyond ``capacity``); a batch is then drawn without replacement from
+    the pool using the global torch RNG (saved in checkpoints). ``capacity`` 0 passes fakes straight through.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.masks: Tensor | None = None
+
+    def __call__(self, fakes: Tensor) -> Tensor:
+        if self.capacity <= 0:
+            return fakes
+        pool = fakes if self.masks is None else torch.cat([self.masks.to(fakes.device), fakes])
+        self.masks = pool[-self.capacity :].detach()
+        pick = torch.randperm(self.masks.shape[0])[: fakes.shape[0]].to(fakes.device)
+        return self.masks[pick]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {} if self.masks is None else {"masks": self.masks.cpu()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.masks = state.get("masks")
+
+
+def generator_parameters(model: SDNet) -> list[nn.Parameter]:
+    """Parameters updated by the generator steps: f_anatomy, f_modality, g and h."""
+    return list(model.parameters())
+
+
+def z_regressor_parameters(model: SDNet) -> list[nn.Parameter]:
+    """Parameters updated by the z-reconstruction step: g and f_modality only."""
+    return list(model.decoder.parameters()) + list(model.modality_encoder.parameters())

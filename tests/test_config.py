@@ -1,0 +1,49 @@
+import dataclasses
+
+import pytest
+
+from sdnet.config import ConfigError, RunConfig, apply_overrides, load_config, save_config
+
+
+def test_defaults_are_the_papers():
+    c = RunConfig()
+    assert (c.loss.kl, c.loss.segm, c.loss.adv, c.loss.rec, c.loss.zrec) == (0.01, 10, 10, 1, 1)
+    assert (c.optim.lr, c.optim.beta1, c.optim.decay, c.train.batch_size) == (1e-4, 0.5, 1e-4, 4)
+    assert (c.model.anatomy_channels, c.model.n_z, c.model.unet_filters, c.model.image_size) == (8, 8, 64, 224)
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RunConfig().train.batch_size = 3  # type: ignore[misc]
+
+
+def test_overrides_and_roundtrip(tmp_path):
+    c = apply_overrides(RunConfig(), ["optim.lr=2e-4", "model.binarisation=round", "data.use_unlabelled=false"])
+    assert c.optim.lr == 2e-4 and c.model.binarisation == "round" and c.data.use_unlabelled is False
+    save_config(c, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == c
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.nope=1", "train.nope"),
+        ("nosection.lr=1", "nosection"),
+        ("train.batch_size=abc", "train.batch_size"),
+        ("model.binarisation=maybe", "model.binarisation"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("model.image_size=100", "model.image_size"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        apply_overrides(RunConfig(), [override])
+
+
+def test_bad_yaml_key_is_named(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  batch_sise: 4\n")
+    with pytest.raises(ConfigError, match=r"train\.batch_sise"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
