@@ -31,6 +31,7 @@ class Volume:
         affine: (4, 4) voxel-to-world affine of the source file (for writing predictions back).
         modality: ``MR``, ``CT``, ...
         source: the image file it was read from.
+        label_source: the label file it was read from ("" when unlabelled).
     """
 
     subject_id: str
@@ -41,6 +42,7 @@ class Volume:
     affine: np.ndarray
     modality: str
     source: str
+    label_source: str = ""
 
     @property
     def n_slices(self) -> int:
@@ -68,14 +70,15 @@ def check_volume(volume: Volume, info: DatasetInfo) -> None:
     if not np.all(np.isfinite(volume.image)):
         raise DataError(f"{src}: image contains non-finite (NaN/Inf) voxels")
     if volume.label is not None:
+        lsrc = volume.label_source or src
         if volume.label.shape != volume.image.shape:
             raise DataError(
-                f"{src}: image shape {tuple(volume.image.shape)} and label shape {tuple(volume.label.shape)} differ"
+                f"{lsrc}: image shape {tuple(volume.image.shape)} and label shape {tuple(volume.label.shape)} differ"
             )
         present = np.unique(volume.label)
         unknown = sorted(int(v) for v in present if int(v) not in info.labels)
         if unknown:
-            raise DataError(f"{src}: label values {unknown} are not in the dataset's labels {sorted(info.labels)}")
+            raise DataError(f"{lsrc}: label values {unknown} are not in the dataset's labels {sorted(info.labels)}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -160,6 +163,7 @@ def read_phantom(
                 affine=img.affine,
                 modality=modality,
                 source=str(img.path),
+                label_source=str(base / label_rel) if labelled else "",
             )
             check_volume(volume, info)
             volumes.append(volume)

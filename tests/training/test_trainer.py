@@ -1,0 +1,100 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdnet.config import apply_overrides
+from sdnet.training import Trainer
+from sdnet.training.checkpoint import load_checkpoint
+
+from helpers import tiny_config
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_short_training_run_losses_fall(tiny_phantom: Path, tmp_path: Path):
+    cfg = apply_overrides(tiny_config(tiny_phantom), ["optim.lr=2e-3", "train.steps_per_epoch=20", "train.epochs=3",
+                                                      "train.log_every=1"])
+    result = Trainer(cfg, tmp_path / "run").fit()
+    steps = [r for r in _records(tmp_path / "run") if r["event"] == "step"]
+    assert len(steps) == 60 and result.steps == 60 and result.epochs == 3
+    first = sum(r["sup_segm"] for r in steps[:10]) / 10
+    last = sum(r["sup_segm"] for r in steps[-10:]) / 10
+    assert last < first - 0.05, (first, last)
+    first_rec = sum(r["unsup_rec"] for r in steps[:10]) / 10
+    last_rec = sum(r["unsup_rec"] for r in steps[-10:]) / 10
+    assert last_rec < first_rec, (first_rec, last_rec)
+    assert {"sup_zrec", "unsup_adv", "disc", "sup_kl"} <= set(steps[-1])
+    assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    assert len(result.history) == 3 and all(0 <= h["val_dice"] <= 1 for h in result.history)
+
+
+def test_fully_supervised_when_no_unlabelled_images(tiny_phantom: Path, tmp_path: Path):
+    cfg = apply_overrides(tiny_config(tiny_phantom), ["data.use_unlabelled=false", "train.epochs=1"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert not trainer.semi_supervised and trainer.discriminator is None
+    trainer.fit()
+    step = [r for r in _records(tmp_path / "run") if r["event"] == "step"][-1]
+    assert "unsup_rec" not in step and "disc" not in step and "sup_segm" in step
+
+
+def test_resume_equals_uninterrupted_run(tiny_phantom: Path, tmp_path: Path):
+    n = 10  # spans two epochs of 4 and a partial one; checkpoint every 3 steps
+    straight = Trainer(tiny_config(tiny_phantom, max_steps=n), tmp_path / "straight")
+    straight.fit()
+    first = Trainer(tiny_config(tiny_phantom, max_steps=n // 2), tmp_path / "resumed")
+    first.fit()
+    assert first.step == n // 2
+    del first  # "killed"
+    resumed = Trainer.resume(tmp_path / "resumed", overrides=[f"train.max_steps={n}"])
+    assert resumed.step == n // 2
+    resumed.fit()
+    a = straight.model.state_dict()
+    b = resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert straight.discriminator is not None and resumed.discriminator is not None
+    for key, value in straight.discriminator.state_dict().items():
+        assert torch.equal(value, resumed.discriminator.state_dict()[key]), key
+    steps_a = [r["step"] for r in _records(tmp_path / "straight") if r["event"] == "step"]
+    steps_b = [r["step"] for r in _records(tmp_path / "resumed") if r["event"] == "step"]
+    assert steps_a == steps_b
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == n
+
+
+def test_kill_between_checkpoints_loses_nothing(tiny_phantom: Path, tmp_path: Path):
+    """A run killed at step 8 whose last checkpoint is step 6 resumes from 6: same parameters, no duplicate logs."""
+    import shutil
+
+    def cfg(steps: int):
+        return tiny_config(tiny_phantom, max_steps=steps, checkpoint_every=3, steps_per_epoch=100, log_every=1)
+
+    straight = Trainer(cfg(9), tmp_path / "straight")
+    straight.fit()
+    Trainer(cfg(6), tmp_path / "run").fit()
+    shutil.copy(tmp_path / "run" / "last.pt", tmp_path / "step6.pt")
+    Trainer.resume(tmp_path / "run", overrides=["train.max_steps=8"]).fit()  # progress that the "kill" loses
+    shutil.copy(tmp_path / "step6.pt", tmp_path / "run" / "last.pt")
+    resumed = Trainer.resume(tmp_path / "run", overrides=["train.max_steps=9"])
+    assert resumed.step == 6
+    resumed.fit()
+    steps = [r["step"] for r in _records(tmp_path / "run") if r["event"] == "step"]
+    assert steps == list(range(1, 10))
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_nonfinite_loss_fails_loudly(tiny_phantom: Path, tmp_path: Path):
+    from sdnet.training.steps import NonFiniteLossError
+
+    trainer = Trainer(tiny_config(tiny_phantom, max_steps=2), tmp_path / "run")
+    with torch.no_grad():
+        for p in trainer.model.segmentor.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError):
+        trainer.train_iteration()
