@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from helpers import TINY_PHANTOM, tiny_config
-
 from sdnet.config import RunConfig
 from sdnet.data.phantom import write_phantom
 

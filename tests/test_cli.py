@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from helpers import tiny_config
 
+from helpers import tiny_config
 from sdnet.cli import main
 from sdnet.config import to_dict
 

@@ -4,11 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tiny_config
 from sdnet.config import apply_overrides
 from sdnet.training import Trainer
 from sdnet.training.checkpoint import load_checkpoint
-
-from helpers import tiny_config
 
 
 def _records(run_dir: Path) -> list[dict]:
