@@ -53,6 +53,9 @@ class ModelConfig:
         discriminator_filters: filters of the mask discriminator's first convolution (doubled per block).
         discriminator_blocks: strided blocks of the mask discriminator after the first convolution.
         discriminator_spectral_norm: wrap the discriminator's convolutions in spectral normalisation.
+        bn_momentum: PyTorch BatchNorm momentum (weight of the new batch statistic) of every BatchNorm layer. The
+            default 0.01 is Keras' 0.99; running statistics then average ~100 steps and lag behind fast-changing
+            weights (short, high-learning-rate runs such as the demo use 0.1).
     """
 
     image_size: int = 224
@@ -72,6 +75,7 @@ class ModelConfig:
     discriminator_filters: int = 64
     discriminator_blocks: int = 4
     discriminator_spectral_norm: bool = False
+    bn_momentum: float = 0.01
 
     def __post_init__(self) -> None:
         _positive(self, "model", "image_size", "in_channels", "anatomy_channels", "n_z", "unet_filters",
@@ -79,6 +83,8 @@ class ModelConfig:
                   "segmentor_filters", "discriminator_filters", "discriminator_blocks")
         if self.n_classes < 2:
             raise ConfigError(f"model.n_classes must be >= 2 (background + >= 1 structure), got {self.n_classes}")
+        if not 0 < self.bn_momentum <= 1:
+            raise ConfigError(f"model.bn_momentum must lie in (0, 1], got {self.bn_momentum}")
         if self.decoder_width < 0:
             raise ConfigError(f"model.decoder_width must be >= 0, got {self.decoder_width}")
         if self.image_size % (2**self.unet_depth) != 0:

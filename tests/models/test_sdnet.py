@@ -129,3 +129,15 @@ def test_default_build_matches_authors_parameter_counts() -> None:
     with torch.device("meta"):
         assert _count(build_sdnet(config)) == 34_526_344 + 95_552 + 6_409 + 42_116
         assert _count(build_discriminator(config)) == 11_346_881
+
+
+def test_build_sdnet_sets_batchnorm_momentum(tiny_config: ModelConfig) -> None:
+    import dataclasses
+
+    from sdnet.models import build_sdnet
+
+    keras = build_sdnet(tiny_config)
+    fast = build_sdnet(dataclasses.replace(tiny_config, bn_momentum=0.1))
+    bns = [m for m in keras.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(m.momentum == 0.01 for m in bns)
+    assert all(m.momentum == 0.1 for m in fast.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from sdnet.config import ModelConfig
 from sdnet.models.anatomy import AnatomyEncoder
 from sdnet.models.blocks import binarise, film, keras_init_
@@ -36,8 +38,11 @@ __all__ = [
 
 
 def build_sdnet(cfg: ModelConfig) -> SDNet:
-    """Build SDNet (without the discriminator) from a :class:`~sdnet.config.ModelConfig`."""
-    return SDNet(
+    """Build SDNet (without the discriminator) from a :class:`~sdnet.config.ModelConfig`.
+
+    Every BatchNorm layer gets ``cfg.bn_momentum`` (default: Keras' 0.99, i.e. PyTorch 0.01).
+    """
+    model = SDNet(
         anatomy_encoder=AnatomyEncoder(
             in_channels=cfg.in_channels,
             anatomy_channels=cfg.anatomy_channels,
@@ -67,6 +72,10 @@ def build_sdnet(cfg: ModelConfig) -> SDNet:
             filters=cfg.segmentor_filters,
         ),
     )
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = cfg.bn_momentum
+    return model
 
 
 def build_discriminator(cfg: ModelConfig) -> MaskDiscriminator:
