@@ -213,7 +213,8 @@ class TrainConfig:
         steps_per_epoch: override the epoch length in iterations (0 = the authors' definition above); validation,
             early stopping and best-checkpoint selection happen at epoch ends.
         max_steps: stop after this many iterations (0 = no limit); useful for fixed budgets.
-        max_minutes: stop after this wall-clock budget (0 = no limit); the stop happens at an epoch end.
+        max_minutes: stop after this wall-clock budget (0 = no limit), checked after every iteration; a run that
+            stops mid-epoch is validated once more if it was never validated, and its state saved in ``last.pt``.
         patience: early stopping: epochs without a validation-Dice gain of at least min_delta (0 = never stop).
         min_delta: the smallest validation-Dice gain that counts as an improvement.
         fake_pool_size: history of fake masks shown to the discriminator (authors: 50; 0 disables the pool).

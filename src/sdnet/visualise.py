@@ -16,6 +16,7 @@ from matplotlib.colors import ListedColormap
 from sdnet.models import SDNet
 
 _MASK_COLOURS = ["#000000", "#e41a1c", "#4daf4a", "#377eb8", "#ff7f00", "#984ea3", "#ffff33", "#a65628"]
+_COLOUR_NAMES = ["black", "red", "green", "blue", "orange", "purple", "yellow", "brown"]
 
 
 @torch.inference_mode()
@@ -71,7 +72,7 @@ def decomposition_figure(
     for ax, head in zip(axes[0], heads, strict=True):
         ax.set_title(head, fontsize=8)
     if class_names:
-        legend = ", ".join(f"{n}={_MASK_COLOURS[i + 1]}" for i, n in enumerate(class_names))
+        legend = ", ".join(f"{n} {_COLOUR_NAMES[(i + 1) % len(_COLOUR_NAMES)]}" for i, n in enumerate(class_names))
         fig.text(0.01, 0.005, f"mask colours: {legend}", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -187,7 +187,8 @@ class Trainer:
             "discriminator": self.discriminator.state_dict() if self.discriminator is not None else {},
             "optimisers": {k: v.state_dict() for k, v in self.optimisers.items()},
             "pool": self.pool.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -199,6 +200,8 @@ class Trainer:
                 opt.load_state_dict(state["optimisers"][name])
             self.pool.load_state_dict(state["pool"])
             torch.set_rng_state(state["rng"]["torch"])
+            if self.device.type == "cuda" and state["rng"].get("cuda"):
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
             self.step = int(state["step"])
             self.epoch = int(state["epoch"])
             self.best_val = float(state["best_val"])
