@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -12,16 +10,6 @@ from sdnet.config import ModelConfig
 IMAGE_SIZE = 32
 BATCH = 2
 ANATOMY_CHANNELS = 4
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Run on one intra-op thread: on tiny tensors extra threads only add overhead, and on a loaded machine
-    OpenMP spin-waiting makes two-thread convolutions up to ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture
