@@ -17,7 +17,8 @@ def tiny_config(root: Path | str = "", **train: object) -> RunConfig:
         modality_layers=3, modality_hidden=8, decoder_blocks=2, segmentor_filters=8, discriminator_filters=4,
         discriminator_blocks=2,
     )
-    data = DataConfig(root=str(root), labelled_subjects=2, val_fraction=0.25, test_fraction=0.25)
+    data = DataConfig(root=str(root), labelled_subjects=2, val_fraction=0.25, test_fraction=0.25,
+                      target_spacing_mm=0.0, cache_dir="none")
     defaults: dict[str, object] = {"batch_size": 2, "steps_per_epoch": 4, "epochs": 3, "log_every": 2,
                                    "checkpoint_every": 3, "patience": 0, "seed": 0}
     defaults.update(train)

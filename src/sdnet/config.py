@@ -150,12 +150,25 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images come from and how subjects are split.
+    r"""Where the images come from and how subjects are split.
 
     Attributes:
-        root: dataset folder (a phantom written by ``sdnet phantom``); empty until given on the command line.
-        format: dataset layout; ``phantom`` for now.
+        root: dataset folder; empty until given on the command line.
+        format: dataset layout: ``phantom`` (written by ``sdnet phantom``), ``acdc`` (the ACDC challenge release:
+            patientXXX/Info.cfg, frames, _gt, 4D cine), ``ssl4mis`` (the SSL4MIS HDF5 release of ACDC) or
+            ``nnunet`` (an nnU-Net raw folder: dataset.json, imagesTr/, labelsTr/, imagesTs/).
         modality: which rendering of a multi-modality dataset to use (``MR`` or ``CT`` for the phantom).
+        split: ``random`` (seeded subject-level split by val/test fractions) or ``ssl4mis`` (the release's fixed
+            70/10/20 patient lists; format ``ssl4mis`` only).
+        subject_pattern: nnU-Net only: a regular expression whose first group extracts the subject id from a case
+            id (e.g. ``^(patient\d+)``), so that splits keep all cases of a subject together.
+        target_spacing_mm: in-plane resampling target (authors: 1.37 mm; 0 = keep the native grid). Skipped, with a
+            logged warning, for datasets without spacing.
+        resize: if > 0, resize every slice to resize × resize (bilinear images, nearest labels) after resampling
+            and before the centre crop; for data without known spacing (SSL4MIS), as in its release.
+        clip_low / clip_high: percentiles of each volume's intensities clipped before scaling to [−1, 1].
+        cache_dir: where preprocessed arrays are cached (keyed by the preprocessing settings); empty = the
+            user cache folder (``$XDG_CACHE_HOME/sdnet`` or ``~/.cache/sdnet``); ``none`` disables the cache.
         val_fraction / test_fraction: subject-level split fractions (the rest is training).
         labelled_fraction: fraction of *training subjects* whose masks are used (ignored if labelled_subjects > 0).
         labelled_subjects: exact number of labelled training subjects (0 = use labelled_fraction).
@@ -171,8 +184,15 @@ class DataConfig:
     """
 
     root: str = ""
-    format: str = "phantom"
+    format: Literal["phantom", "acdc", "ssl4mis", "nnunet"] = "phantom"
     modality: str = "MR"
+    split: Literal["random", "ssl4mis"] = "random"
+    subject_pattern: str = ""
+    target_spacing_mm: float = 1.37
+    resize: int = 0
+    clip_low: float = 5.0
+    clip_high: float = 95.0
+    cache_dir: str = ""
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     labelled_fraction: float = 1.0
@@ -185,8 +205,17 @@ class DataConfig:
     split_seed: int = 1
 
     def __post_init__(self) -> None:
-        if self.format not in ("phantom",):
-            raise ConfigError(f"data.format must be 'phantom', got {self.format!r}")
+        if self.format not in ("phantom", "acdc", "ssl4mis", "nnunet"):
+            raise ConfigError(f"data.format must be phantom, acdc, ssl4mis or nnunet, got {self.format!r}")
+        if self.split not in ("random", "ssl4mis"):
+            raise ConfigError(f"data.split must be random or ssl4mis, got {self.split!r}")
+        if self.split == "ssl4mis" and self.format != "ssl4mis":
+            raise ConfigError("data.split=ssl4mis needs data.format=ssl4mis")
+        if self.target_spacing_mm < 0 or self.resize < 0:
+            raise ConfigError("data.target_spacing_mm and data.resize must be >= 0")
+        if not 0 <= self.clip_low < self.clip_high <= 100:
+            raise ConfigError(f"data.clip_low/clip_high must satisfy 0 <= low < high <= 100, got "
+                              f"{self.clip_low}, {self.clip_high}")
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not 0 <= v < 1:

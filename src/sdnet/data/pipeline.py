@@ -7,16 +7,21 @@ and validation / test volumes``. Which subject feeds which set is decided only h
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sdnet.config import DataConfig
+from sdnet.data.readers import read_acdc, read_nnunet, read_ssl4mis, ssl4mis_split_lists
 from sdnet.data.sampling import SliceSet
-from sdnet.data.splits import Split, split_subjects
+from sdnet.data.splits import Split, fixed_split, split_subjects
 from sdnet.data.transforms import center_crop_or_pad, normalise_intensity
 from sdnet.data.volumes import DatasetInfo, Volume, read_phantom
 from sdnet.errors import DataError
@@ -64,6 +69,12 @@ def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
         raise DataError("no dataset given: pass --data DIR (or set data.root in the config)")
     if config.format == "phantom":
         return read_phantom(config.root, modality=config.modality, labelled_phases=config.labelled_phases)
+    if config.format == "acdc":
+        return read_acdc(config.root, include_unlabelled=config.use_unlabelled)
+    if config.format == "ssl4mis":
+        return read_ssl4mis(config.root)
+    if config.format == "nnunet":
+        return read_nnunet(config.root, subject_pattern=config.subject_pattern or None)
     raise DataError(f"unknown data.format {config.format!r}")
 
 
@@ -77,18 +88,138 @@ def remap_labels(label: np.ndarray, info: DatasetInfo) -> np.ndarray:
     return out
 
 
-def preprocess_volume(volume: Volume, info: DatasetInfo, image_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Normalise to [−1, 1] and centre crop/pad to ``image_size``.
+def _resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize (S, H, W) slices to ``size``: bilinear (anti-aliased when shrinking) images, nearest labels."""
+    if tuple(image.shape[1:]) == size:
+        return image, label
+    shrink = size[0] < image.shape[1] or size[1] < image.shape[2]
+    x = torch.from_numpy(np.ascontiguousarray(image))[:, None]  # (S, 1, H, W)
+    out = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)[:, 0].numpy()
+    new_label = None
+    if label is not None:
+        y = torch.from_numpy(np.ascontiguousarray(label))[:, None].to(torch.float32)
+        new_label = F.interpolate(y, size=size, mode="nearest-exact")[:, 0].round().to(torch.int64).numpy()
+    return out, new_label
+
+
+def preprocess_volume(
+    volume: Volume, info: DatasetInfo, image_size: int, config: DataConfig | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The authors' preprocessing (facts §1.12), each step a :class:`DataConfig` value.
+
+    1. in-plane resampling to ``target_spacing_mm`` (skipped when 0 or when the spacing is unknown);
+    2. clipping to the ``clip_low``–``clip_high`` percentiles of the volume and scaling to [−1, 1];
+    3. optional resize of every slice to ``resize`` × ``resize``;
+    4. centre crop/pad to ``image_size`` (pad value −1 for images, background for labels);
+    5. label values remapped to class indices 0..L.
 
     Returns:
         image (S, 1, size, size) float32 and label (S, size, size) int64 class indices or None.
     """
-    image = normalise_intensity(volume.image, source=volume.source)
+    cfg = config or DataConfig(target_spacing_mm=0.0)
+    image, label = volume.image, volume.label
+    if cfg.target_spacing_mm > 0 and volume.spacing is not None:
+        dy, dx = volume.spacing[0], volume.spacing[1]
+        size = (max(1, round(image.shape[1] * dy / cfg.target_spacing_mm)),
+                max(1, round(image.shape[2] * dx / cfg.target_spacing_mm)))
+        image, label = _resize(image, label, size)
+    image = normalise_intensity(image, low=cfg.clip_low, high=cfg.clip_high, source=volume.source)
+    if cfg.resize > 0:
+        image, label = _resize(image, label, (cfg.resize, cfg.resize))
     image = center_crop_or_pad(image, image_size, pad_value=-1.0)[:, None]
-    label = None
-    if volume.label is not None:
-        label = center_crop_or_pad(remap_labels(volume.label, info), image_size, pad_value=0)
-    return image, label
+    out_label = None
+    if label is not None:
+        out_label = center_crop_or_pad(remap_labels(label, info), image_size, pad_value=0)
+    return image.astype(np.float32), out_label
+
+
+@dataclass(frozen=True)
+class PreprocessedVolume:
+    """A volume after :func:`preprocess_volume`: image (S, 1, H, W) float32 in [−1, 1], label (S, H, W) class
+    indices or None, and where it came from."""
+
+    subject_id: str
+    phase: int
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, float, float] | None
+    source: str
+
+
+_CACHE_VERSION = 1
+
+
+def _cache_path(config: DataConfig, image_size: int) -> Path | None:
+    if config.cache_dir.lower() == "none":
+        return None
+    base = Path(config.cache_dir) if config.cache_dir else Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdnet"
+    root = Path(config.root).resolve()
+    stamp = max((p.stat().st_mtime_ns for p in [root, *root.iterdir()]), default=0) if root.is_dir() else 0
+    key = {
+        "version": _CACHE_VERSION, "root": str(root), "stamp": stamp, "image_size": image_size,
+        **{k: v for k, v in asdict(config).items()
+           if k in ("format", "modality", "labelled_phases", "target_spacing_mm", "resize", "clip_low", "clip_high",
+                    "subject_pattern", "use_unlabelled")},
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return base / f"{config.format}-{digest}.npz"
+
+
+def load_preprocessed(config: DataConfig, image_size: int) -> tuple[DatasetInfo, list[PreprocessedVolume]]:
+    """Read and preprocess every volume, through an on-disk cache keyed by the preprocessing settings.
+
+    The cache file name is a hash of the dataset folder (and its modification time), the preprocessing values of
+    ``config`` and ``image_size``; a change of any of them builds a new cache file.
+    """
+    path = _cache_path(config, image_size)
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                info = DatasetInfo(name=meta["name"], labels={int(k): v for k, v in meta["labels"].items()},
+                                   modalities=tuple(meta["modalities"]))
+                volumes: list[PreprocessedVolume] = [
+                    PreprocessedVolume(
+                        subject_id=v["subject_id"], phase=v["phase"], image=z[f"image_{i}"],
+                        label=z[f"label_{i}"].astype(np.int64) if v["labelled"] else None,
+                        spacing=tuple(v["spacing"]) if v["spacing"] else None,
+                        source=v["source"],
+                    )
+                    for i, v in enumerate(meta["volumes"])
+                ]
+            log.info("loaded %d preprocessed volumes from cache %s", len(volumes), path)
+            return info, volumes
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            log.warning("ignoring unreadable cache %s (%s)", path, exc)
+    info, raw = read_volumes(config)
+    if config.target_spacing_mm > 0 and raw and all(v.spacing is None for v in raw):
+        log.warning("%s: voxel spacing unknown; in-plane resampling to %.2f mm skipped", config.root,
+                    config.target_spacing_mm)
+    volumes = []
+    for v in raw:
+        image, label = preprocess_volume(v, info, image_size, config)
+        volumes.append(PreprocessedVolume(subject_id=v.subject_id, phase=v.phase, image=image, label=label,
+                                          spacing=v.spacing, source=v.source))
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            meta = {"name": info.name, "labels": {str(k): n for k, n in info.labels.items()},
+                    "modalities": list(info.modalities),
+                    "volumes": [{"subject_id": p.subject_id, "phase": p.phase, "labelled": p.label is not None,
+                                 "spacing": list(p.spacing) if p.spacing else None, "source": p.source}
+                                for p in volumes]}
+            arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+            for i, p in enumerate(volumes):
+                arrays[f"image_{i}"] = p.image
+                if p.label is not None:
+                    arrays[f"label_{i}"] = p.label.astype(np.uint8)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not write preprocessing cache %s (%s)", path, exc)
+    return info, volumes
 
 
 def _stack(items: list[tuple[np.ndarray, np.ndarray | None, str]]) -> SliceSet:
@@ -130,13 +261,17 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
     Raises:
         DataError: empty dataset, no labelled training images, label count mismatch, ...
     """
-    info, volumes = read_volumes(config)
+    info, volumes = load_preprocessed(config, image_size)
     if not volumes:
         raise DataError(f"{config.root}: the dataset contains no volumes")
     if info.n_classes != n_classes:
         raise DataError(
             f"{config.root}: dataset has {info.n_classes} classes ({info.labels}) but model.n_classes={n_classes}"
         )
+    if split is None and config.split == "ssl4mis":
+        lists = ssl4mis_split_lists(config.root)
+        split = fixed_split(lists["train"], lists["val"], lists["test"], labelled_fraction=config.labelled_fraction,
+                            labelled_subjects=config.labelled_subjects, seed=config.split_seed)
     if split is None:
         split = split_subjects(
             [v.subject_id for v in volumes],
@@ -154,8 +289,8 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
     test: list[PreparedVolume] = []
     for volume in volumes:
         sid = volume.subject_id
+        image, label = volume.image, volume.label
         if sid in train_ids:
-            image, label = preprocess_volume(volume, info, image_size)
             if label is not None:
                 all_train_masks.append((image, label, sid))
             if sid in labelled_ids and label is not None:
@@ -163,10 +298,8 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
             else:  # other phases of labelled subjects; every phase of unlabelled subjects, masks withheld
                 unlabelled.append((image, None, sid))
         elif sid in split.val or sid in split.test:
-            if volume.label is None:
+            if label is None:
                 continue
-            image, label = preprocess_volume(volume, info, image_size)
-            assert label is not None
             prepared = PreparedVolume(
                 subject_id=sid,
                 phase=volume.phase,

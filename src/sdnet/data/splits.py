@@ -86,3 +86,28 @@ def split_subjects(
         n_lab = max(1, min(len(train_order), math.floor(labelled_fraction * len(train_order) + 0.5)))
     labelled = tuple(sorted(train_order[:n_lab]))
     return Split(train=tuple(sorted(train_order)), val=val, test=test, labelled=labelled)
+
+
+def fixed_split(
+    train: Sequence[str],
+    val: Sequence[str],
+    test: Sequence[str],
+    *,
+    labelled_fraction: float = 1.0,
+    labelled_subjects: int = 0,
+    seed: int = 1,
+) -> Split:
+    """A split given by fixed lists (e.g. SSL4MIS's 70/10/20), with the labelled subjects drawn from ``train``.
+
+    The labelled subjects are the first ``n`` of the training list shuffled with ``seed``; ``n`` as in
+    :func:`split_subjects`.
+    """
+    ids = sorted(set(train))
+    if not ids:
+        raise DataError("fixed split: the training list is empty")
+    if labelled_subjects > len(ids):
+        raise DataError(f"asked for {labelled_subjects} labelled subjects but only {len(ids)} train")
+    n_lab = labelled_subjects or max(1, min(len(ids), math.floor(labelled_fraction * len(ids) + 0.5)))
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    return Split(train=tuple(ids), val=tuple(sorted(set(val))), test=tuple(sorted(set(test))),
+                 labelled=tuple(sorted(order[:n_lab])))
