@@ -22,3 +22,16 @@ def test_missing_class_scores_zero_and_slice_average():
     assert dice_per_class(pred[0], target[0], 2)[0] == 0.0
     assert slice_averaged_dice(pred, target, 2)[0] == pytest.approx(0.5)
     assert dice_per_class(pred, target, 2)[0] == pytest.approx(2 * 4 / (4 + 5))
+
+
+def test_hd95_known_shift_in_mm_and_pixels():
+    from sdnet.metrics import hd95_per_class
+
+    target = np.zeros((3, 20, 20), dtype=int)
+    target[:, 5:10, 5:10] = 1
+    pred = np.zeros_like(target)
+    pred[:, 6:11, 5:10] = 1  # one row down
+    assert hd95_per_class(pred, target, 2, spacing=(2.0, 1.0, 8.0))[0] == pytest.approx(2.0)
+    assert hd95_per_class(pred, target, 2)[0] == pytest.approx(1.0)
+    assert hd95_per_class(pred, pred, 2)[0] == 0.0
+    assert np.isnan(hd95_per_class(np.zeros_like(target), target, 2)[0])

@@ -1,4 +1,4 @@
-"""The ``sdnet`` command line: ``phantom``, ``train``, ``evaluate``.
+"""The ``sdnet`` command line: ``phantom``, ``train``, ``evaluate``, ``predict``.
 
 This module only parses arguments, builds configs and calls library functions. Errors caused by the user's input
 (paths, files, config keys, checkpoints) are printed as one line ``sdnet: error: ...`` with exit status 2.
@@ -85,6 +85,19 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--figures", type=int, default=4, help="number of example slices in the PNG figure (0 = none)")
 
 
+def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment NIfTI images; masks are written on each input's own grid and affine",
+        description="Segment 3D NIfTI images (H, W, S) with a trained model. Each image is preprocessed as in "
+        "training (resampling, intensity scaling, crop), segmented slice by slice, and the mask is mapped back to "
+        "the input grid and written as uint8 NIfTI with the input's affine, in the dataset's label values.",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="a .pt checkpoint or a run folder (uses best.pt)")
+    p.add_argument("--input", required=True, nargs="+", type=Path, help="NIfTI image files or folders of them")
+    p.add_argument("--out", required=True, type=Path, help="output folder for <name>_seg.nii.gz")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdnet",
@@ -96,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phantom(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_predict(sub)
     return parser
 
 
@@ -201,11 +215,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from sdnet.inference import predict_nifti
+    from sdnet.training import load_model
+
+    model, config, state = load_model(args.checkpoint)
+    labels = {int(k): str(v) for k, v in (state.get("labels") or {}).items()}
+    if not labels:
+        labels = {0: "background", **{i + 1: str(n) for i, n in enumerate(state["class_names"])}}
+    files: list[Path] = []
+    for item in args.input:
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+        else:
+            files.append(item)
+    if not files:
+        raise SDNetError(f"no NIfTI files in {', '.join(str(i) for i in args.input)}")
+    for path in files:
+        stem = path.name.removesuffix(".gz").removesuffix(".nii")
+        out = predict_nifti(model, path, args.out / f"{stem}_seg.nii.gz", data_config=config.data,
+                            image_size=config.model.image_size, labels=labels)
+        print(f"{path} -> {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    commands = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate}
+    commands = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
     try:
         return commands[args.command](args)
     except SDNetError as exc:

@@ -181,6 +181,7 @@ class DataConfig:
             strict semi-supervised setting, default) or ``training`` (every training subject's masks, unpaired, as
             in the authors' code, facts §1.11).
         split_seed: seed of the subject split and of the choice of labelled subjects.
+        fold: cross-validation fold of the ``random`` split (0, 1, 2, ... give disjoint test sets).
     """
 
     root: str = ""
@@ -203,8 +204,11 @@ class DataConfig:
     augment_rotation: float = 0.0
     discriminator_masks: Literal["labelled", "training"] = "labelled"
     split_seed: int = 1
+    fold: int = 0
 
     def __post_init__(self) -> None:
+        if self.fold < 0:
+            raise ConfigError(f"data.fold must be >= 0, got {self.fold}")
         if self.format not in ("phantom", "acdc", "ssl4mis", "nnunet"):
             raise ConfigError(f"data.format must be phantom, acdc, ssl4mis or nnunet, got {self.format!r}")
         if self.split not in ("random", "ssl4mis"):

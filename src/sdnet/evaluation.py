@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sdnet.data.pipeline import PreparedVolume
-from sdnet.metrics import dice_per_class, slice_averaged_dice
+from sdnet.metrics import dice_per_class, hd95_per_class, slice_averaged_dice
 from sdnet.models import SDNet
 
 
@@ -47,12 +47,14 @@ def predict_volume(model: SDNet, image: torch.Tensor, *, batch_size: int = 16) -
 
 @dataclass
 class VolumeScore:
-    """Dice of one volume: 3D Dice per class and the authors' per-slice average per class."""
+    """Scores of one volume per class: 3D Dice, the authors' per-slice average Dice, and HD95 (mm, or pixels
+    when the spacing is unknown; NaN when the structure is missing from prediction or truth)."""
 
     subject_id: str
     phase: int
     dice_3d: np.ndarray
     dice_slice: np.ndarray
+    hd95: np.ndarray
 
 
 @dataclass
@@ -61,13 +63,14 @@ class EvaluationReport:
 
     class_names: list[str]
     volumes: list[VolumeScore] = field(default_factory=list)
+    hd95_unit: str = "mm"
 
     def _matrix(self, attr: str) -> np.ndarray:
         return np.stack([getattr(v, attr) for v in self.volumes]) if self.volumes else np.zeros((0, 0))
 
     def mean_std(self, kind: str = "3d") -> tuple[np.ndarray, np.ndarray]:
         """Per-class mean and std over volumes (NaN-aware)."""
-        m = self._matrix("dice_3d" if kind == "3d" else "dice_slice")
+        m = self._matrix({"3d": "dice_3d", "slice": "dice_slice", "hd95": "hd95"}[kind])
         with np.errstate(invalid="ignore"):
             return np.nanmean(m, axis=0), np.nanstd(m, axis=0)
 
@@ -82,7 +85,14 @@ class EvaluationReport:
             means, stds = self.mean_std(kind)
             parts = [f"{n} {m:.3f} ± {s:.3f}" for n, m, s in zip(self.class_names, means, stds, strict=True)]
             lines.append(f"{title}: " + ", ".join(parts) + f" | mean {self.mean_dice(kind):.3f}")
+        means, stds = self.mean_std("hd95")
+        parts = [f"{n} {m:.2f} ± {s:.2f}" for n, m, s in zip(self.class_names, means, stds, strict=True)]
+        lines.append(f"HD95 ({self.hd95_unit}): " + ", ".join(parts) + f"{self._missing_note()}")
         return lines
+
+    def _missing_note(self) -> str:
+        missing = int(np.isnan(self._matrix("hd95")).sum()) if self.volumes else 0
+        return f" ({missing} volume-class pairs undefined: structure missing)" if missing else ""
 
     def write(self, out_dir: str | Path, *, title: str = "Evaluation") -> tuple[Path, Path]:
         """Write ``per_volume.csv`` and ``summary.md`` into ``out_dir``."""
@@ -94,10 +104,12 @@ class EvaluationReport:
             writer.writerow(
                 ["subject", "phase"] + [f"dice3d_{n}" for n in self.class_names]
                 + [f"dice_slice_{n}" for n in self.class_names]
+                + [f"hd95_{self.hd95_unit}_{n}" for n in self.class_names]
             )
             for v in self.volumes:
                 writer.writerow(
                     [v.subject_id, v.phase] + [_fmt(x) for x in v.dice_3d] + [_fmt(x) for x in v.dice_slice]
+                    + [_fmt(x) for x in v.hd95]
                 )
         md_path = out / "summary.md"
         lines = [f"# {title}", "", f"{len(self.volumes)} volumes; mean ± std over volumes.", ""]
@@ -107,6 +119,11 @@ class EvaluationReport:
             means, stds = self.mean_std(kind)
             cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(means, stds, strict=True)]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {self.mean_dice(kind):.3f} |")
+        means, stds = self.mean_std("hd95")
+        cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(means, stds, strict=True)]
+        lines.append(f"| HD95 ({self.hd95_unit}) | " + " | ".join(cells) + f" | {float(np.nanmean(means)):.2f} |")
+        if self._missing_note():
+            lines += ["", f"HD95:{self._missing_note()}."]
         md_path.write_text("\n".join(lines) + "\n")
         return csv_path, md_path
 
@@ -116,7 +133,12 @@ def _fmt(x: float) -> str:
 
 
 def evaluate_volumes(
-    model: SDNet, volumes: Sequence[PreparedVolume], *, class_names: Sequence[str], batch_size: int = 16
+    model: SDNet,
+    volumes: Sequence[PreparedVolume],
+    *,
+    class_names: Sequence[str],
+    batch_size: int = 16,
+    with_hd95: bool = True,
 ) -> EvaluationReport:
     """Score ``model`` on labelled volumes.
 
@@ -125,9 +147,11 @@ def evaluate_volumes(
         volumes: preprocessed volumes with labels.
         class_names: names of the foreground classes 1..L.
         batch_size: slices per forward pass.
+        with_hd95: also compute HD95 (skipped for the per-epoch validation, which needs Dice only).
     """
     n_classes = len(class_names) + 1
-    report = EvaluationReport(class_names=list(class_names))
+    unit = "mm" if volumes and all(v.spacing is not None for v in volumes) else "px"
+    report = EvaluationReport(class_names=list(class_names), hd95_unit=unit)
     for vol in volumes:
         pred = predict_volume(model, vol.image, batch_size=batch_size).numpy()
         target = vol.label.numpy()
@@ -137,6 +161,8 @@ def evaluate_volumes(
                 phase=vol.phase,
                 dice_3d=dice_per_class(pred, target, n_classes),
                 dice_slice=slice_averaged_dice(pred, target, n_classes),
+                hd95=hd95_per_class(pred, target, n_classes, vol.spacing if unit == "mm" else None)
+                if with_hd95 else np.full(n_classes - 1, np.nan),
             )
         )
     return report

@@ -52,3 +52,45 @@ def slice_averaged_dice(prediction: np.ndarray, target: np.ndarray, n_classes: i
             if np.any(~np.isnan(column)):
                 out[c] = np.nanmean(column)
     return out
+
+
+def hd95_per_class(
+    prediction: np.ndarray, target: np.ndarray, n_classes: int, spacing: tuple[float, ...] | None = None
+) -> np.ndarray:
+    """95th-percentile symmetric Hausdorff distance of each foreground class, computed by MONAI.
+
+    Args:
+        prediction: (S, H, W) int class indices (a volume, slice-first).
+        target: (S, H, W) int class indices.
+        n_classes: L + 1.
+        spacing: (dy, dx, dz) voxel size in mm of (row, column, slice); None gives distances in pixels with the
+            slice axis counted as 1 pixel.
+
+    Returns:
+        (L,) HD95 per class; NaN where the class is missing from the prediction or the target (the distance is
+        undefined; callers report how many volumes that affects).
+    """
+    import warnings
+
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    if prediction.shape != target.shape:
+        raise ValueError(f"hd95_per_class: shape mismatch {prediction.shape} vs {target.shape}")
+    out = np.full(n_classes - 1, np.nan)
+    # MONAI wants (B, C, spatial...) one-hot; we pass (H, W, S) with spacing (dy, dx, dz)
+    pred = torch.from_numpy(np.moveaxis(prediction, 0, -1).astype(np.int64))
+    true = torch.from_numpy(np.moveaxis(target, 0, -1).astype(np.int64))
+    voxel = list(spacing) if spacing is not None else [1.0, 1.0, 1.0]
+    for c in range(1, n_classes):
+        p, t = (pred == c), (true == c)
+        if not bool(p.any()) or not bool(t.any()):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = compute_hausdorff_distance(
+                p[None, None].float(), t[None, None].float(), include_background=True, percentile=95,
+                spacing=voxel,
+            )
+        out[c - 1] = float(value.reshape(-1)[0])
+    return out

@@ -28,3 +28,13 @@ def test_exact_labelled_count_and_errors():
         split_subjects(ids, val_fraction=0.2, test_fraction=0.2, labelled_subjects=99)
     with pytest.raises(DataError, match="leaks"):
         Split(train=("a",), val=("a",), test=(), labelled=())
+
+
+def test_folds_have_disjoint_test_sets_and_never_leak():
+    ids = [f"patient{i:03d}" for i in range(100)]
+    splits = [split_subjects(ids, val_fraction=0.15, test_fraction=0.15, seed=1, fold=k) for k in range(3)]
+    for s in splits:
+        assert (len(s.train), len(s.val), len(s.test)) == (70, 15, 15)
+        assert not (set(s.train) & set(s.test)) and not (set(s.val) & set(s.test)) and not (set(s.train) & set(s.val))
+    assert not (set(splits[0].test) & set(splits[1].test)) and not (set(splits[1].test) & set(splits[2].test))
+    assert not (set(splits[0].test) & set(splits[2].test))

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PreparedVolume:
-    """A preprocessed volume for evaluation: image (S, 1, H, W) in [−1, 1], label (S, H, W) class indices."""
+    """A preprocessed volume for evaluation: image (S, 1, H, W) in [−1, 1], label (S, H, W) class indices, and
+    the voxel size (dy, dx, dz) in mm of that grid (None when unknown)."""
 
     subject_id: str
     phase: int
@@ -133,10 +134,25 @@ def preprocess_volume(
     return image.astype(np.float32), out_label
 
 
+def effective_spacing(volume: Volume, config: DataConfig) -> tuple[float, float, float] | None:
+    """Voxel size (dy, dx, dz) in mm of a volume after :func:`preprocess_volume` (None when unknown)."""
+    if volume.spacing is None:
+        return None
+    dy, dx, dz = volume.spacing
+    h, w = volume.image.shape[1:]
+    if config.target_spacing_mm > 0:
+        nh = max(1, round(h * dy / config.target_spacing_mm))
+        nw = max(1, round(w * dx / config.target_spacing_mm))
+        dy, dx, h, w = h * dy / nh, w * dx / nw, nh, nw
+    if config.resize > 0:
+        dy, dx = dy * h / config.resize, dx * w / config.resize
+    return (float(dy), float(dx), float(dz))
+
+
 @dataclass(frozen=True)
 class PreprocessedVolume:
     """A volume after :func:`preprocess_volume`: image (S, 1, H, W) float32 in [−1, 1], label (S, H, W) class
-    indices or None, and where it came from."""
+    indices or None, its voxel size after preprocessing (None when unknown), and where it came from."""
 
     subject_id: str
     phase: int
@@ -146,7 +162,7 @@ class PreprocessedVolume:
     source: str
 
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 def _cache_path(config: DataConfig, image_size: int) -> Path | None:
@@ -200,7 +216,7 @@ def load_preprocessed(config: DataConfig, image_size: int) -> tuple[DatasetInfo,
     for v in raw:
         image, label = preprocess_volume(v, info, image_size, config)
         volumes.append(PreprocessedVolume(subject_id=v.subject_id, phase=v.phase, image=image, label=label,
-                                          spacing=v.spacing, source=v.source))
+                                          spacing=effective_spacing(v, config), source=v.source))
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +296,7 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
             labelled_fraction=config.labelled_fraction,
             labelled_subjects=config.labelled_subjects,
             seed=config.split_seed,
+            fold=config.fold,
         )
     labelled_ids, train_ids = set(split.labelled), set(split.train)
     labelled: list[tuple[np.ndarray, np.ndarray | None, str]] = []

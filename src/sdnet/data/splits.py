@@ -55,9 +55,12 @@ def split_subjects(
     labelled_fraction: float = 1.0,
     labelled_subjects: int = 0,
     seed: int = 1,
+    fold: int = 0,
 ) -> Split:
     """Shuffle subjects with ``seed`` and cut them into train/val/test, then pick the labelled training subjects.
 
+    ``fold`` k rotates the shuffled order by k test-set sizes, so folds 0, 1, 2 of a 70/15/15 split have disjoint
+    test sets (the paper's 3-fold cross-validation); validation is the block after the test block.
     Each non-zero fraction gets at least one subject. The labelled set is ``labelled_subjects`` subjects when that
     is > 0, else ``max(1, round(labelled_fraction · #train))``.
 
@@ -73,6 +76,10 @@ def split_subjects(
     n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
     n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
     n_train = n - n_val - n_test
+    if fold < 0:
+        raise DataError(f"fold must be >= 0, got {fold}")
+    shift = (fold * max(n_test, 1)) % n
+    order = order[shift:] + order[:shift]
     if n_train < 1:
         raise DataError(f"only {n} subjects: too few for validation fraction {val_fraction} and test {test_fraction}")
     test = tuple(sorted(order[:n_test]))

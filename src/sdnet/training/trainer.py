@@ -175,6 +175,7 @@ class Trainer:
             "config": to_dict(self.config),
             "split": {k: list(getattr(self.data.split, k)) for k in ("train", "val", "test", "labelled")},
             "class_names": self.class_names,
+            "labels": {str(k): v for k, v in self.data.info.labels.items()},
             "step": self.step,
             "epoch": self.epoch,
             "best_val": self.best_val,
@@ -240,7 +241,7 @@ class Trainer:
         """Mean 3D Dice over classes and validation volumes (NaN if there are none)."""
         if not self.data.val:
             return math.nan
-        report = evaluate_volumes(self.model, self.data.val, class_names=self.class_names)
+        report = evaluate_volumes(self.model, self.data.val, class_names=self.class_names, with_hd95=False)
         return report.mean_dice("3d")
 
     def train_iteration(self) -> dict[str, float]:
