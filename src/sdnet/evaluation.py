@@ -21,16 +21,16 @@ from sdnet.models import SDNet
 
 
 @torch.inference_mode()
-def predict_volume(model: SDNet, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
-    """Segment every slice of a volume.
+def predict_probabilities(model: SDNet, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
+    """Class probabilities of every slice of a volume, in eval mode (restored afterwards).
 
     Args:
-        model: a trained SDNet (switched to eval mode here and restored afterwards).
+        model: a trained SDNet.
         image: (S, 1, H, W) float in [−1, 1].
         batch_size: slices per forward pass.
 
     Returns:
-        (S, H, W) int64 class indices.
+        (S, n_classes, H, W) float on the CPU.
     """
     was_training = model.training
     model.eval()
@@ -38,11 +38,15 @@ def predict_volume(model: SDNet, image: torch.Tensor, *, batch_size: int = 16) -
     out = []
     try:
         for start in range(0, image.shape[0], batch_size):
-            chunk = image[start : start + batch_size].to(device)
-            out.append(model.segment(chunk).labels.cpu())
+            out.append(model.segment(image[start : start + batch_size].to(device)).probabilities.cpu())
     finally:
         model.train(was_training)
     return torch.cat(out)
+
+
+def predict_volume(model: SDNet, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
+    """(S, H, W) int64 class indices of every slice of ``image`` (S, 1, H, W)."""
+    return predict_probabilities(model, image, batch_size=batch_size).argmax(dim=1)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from sdnet.config import DataConfig
 from sdnet.data.nifti import load_nifti, save_nifti
 from sdnet.data.pipeline import preprocess_volume
 from sdnet.data.volumes import DatasetInfo, Volume
+from sdnet.evaluation import predict_probabilities
 from sdnet.models import SDNet
 
 
@@ -75,7 +76,6 @@ def to_input_grid(probabilities: torch.Tensor, steps: GridSteps) -> np.ndarray:
     return labels
 
 
-@torch.inference_mode()
 def predict_nifti(
     model: SDNet,
     image_path: str | Path,
@@ -101,17 +101,8 @@ def predict_nifti(
                     label=None, spacing=nii.spacing, affine=nii.affine, modality="", source=str(nii.path))
     info = DatasetInfo(name="input", labels=labels, modalities=())
     image, _ = preprocess_volume(volume, info, image_size, data_config)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = []
-    try:
-        for start in range(0, image.shape[0], batch_size):
-            x = torch.from_numpy(image[start : start + batch_size]).to(device)
-            chunks.append(model.segment(x).probabilities.cpu())
-    finally:
-        model.train(was_training)
-    classes = to_input_grid(torch.cat(chunks), grid_steps(volume, data_config, image_size))  # (S, H, W)
+    probabilities = predict_probabilities(model, torch.from_numpy(image), batch_size=batch_size)
+    classes = to_input_grid(probabilities, grid_steps(volume, data_config, image_size))  # (S, H, W)
     values = np.array(sorted(labels), dtype=np.uint8)
     mask = values[classes]
     return save_nifti(out_path, np.moveaxis(mask, 0, 2), nii.affine, dtype=np.uint8)
