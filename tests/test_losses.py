@@ -67,3 +67,16 @@ def test_weighted_sum_uses_paper_lambdas():
     assert weighted_sum({"rec": torch.tensor(2.0)}, LossWeights(rec=3.0)).item() == pytest.approx(6.0)
     with pytest.raises(KeyError):
         weighted_sum({"bogus": one}, LossWeights())
+
+
+def test_cross_entropy_golden_value_and_weight():
+    import math
+
+    from sdnet.losses import cross_entropy
+
+    logits = torch.zeros(1, 2, 1, 1)
+    logits[0, 1] = math.log(3.0)  # p(class 1) = 3/4
+    masks = torch.ones(1, 1, 1, dtype=torch.long)
+    assert cross_entropy(logits, masks).item() == pytest.approx(-math.log(0.75))
+    assert LossWeights().ce == 0.0
+    assert weighted_sum({"ce": torch.tensor(2.0)}, LossWeights(ce=0.5)).item() == pytest.approx(1.0)

@@ -112,6 +112,7 @@ class LossWeights:
         adv: λ3, LSGAN adversarial term on unlabelled masks (generator side).
         rec: λ4, L1 image reconstruction.
         zrec: λ5, L1 modality-factor reconstruction.
+        ce: weight of a pixel-wise cross-entropy added to the supervised step (not in the paper; 0 = the paper).
     """
 
     kl: float = 0.01
@@ -119,9 +120,10 @@ class LossWeights:
     adv: float = 10.0
     rec: float = 1.0
     zrec: float = 1.0
+    ce: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("kl", "segm", "adv", "rec", "zrec"):
+        for name in ("kl", "segm", "adv", "rec", "zrec", "ce"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
 

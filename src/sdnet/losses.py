@@ -15,7 +15,10 @@ import torch.nn.functional as F
 from sdnet.config import LossWeights
 
 #: Term name -> the paper's λ it is weighted by (§4.2).
-LAMBDA_OF_TERM: dict[str, str] = {"kl": "λ1", "segm": "λ2", "adv": "λ3", "rec": "λ4", "zrec": "λ5"}
+LAMBDA_OF_TERM: dict[str, str] = {
+    "kl": "λ1", "segm": "λ2", "adv": "λ3", "rec": "λ4", "zrec": "λ5",
+    "ce": "λ_ce (not in the paper; default 0)",
+}
 
 
 def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: float = 0.1) -> torch.Tensor:
@@ -41,6 +44,19 @@ def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: floa
     total = (probabilities + target).sum(dim=dims)  # (B,)
     ratio = (intersection + smooth) / (total + smooth)  # (B,)
     return 1.0 - 2.0 * ratio.mean()
+
+
+def cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise cross-entropy of the segmentor's logits, background included (not in the paper).
+
+    An optional companion of the Dice loss (the authors' later DAFNet adds a weighted cross-entropy); its weight
+    ``LossWeights.ce`` is 0 by default, which is the paper's SDNet.
+
+    Args:
+        logits: (B, L + 1, H, W) segmentor logits.
+        masks: (B, H, W) int64 class indices.
+    """
+    return F.cross_entropy(logits, masks)
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -33,12 +33,12 @@ def test_short_training_run_losses_fall(tiny_phantom: Path, tmp_path: Path):
 
 
 def test_fully_supervised_when_no_unlabelled_images(tiny_phantom: Path, tmp_path: Path):
-    cfg = apply_overrides(tiny_config(tiny_phantom), ["data.use_unlabelled=false", "train.epochs=1"])
+    cfg = apply_overrides(tiny_config(tiny_phantom), ["data.use_unlabelled=false", "train.epochs=1", "loss.ce=1"])
     trainer = Trainer(cfg, tmp_path / "run")
     assert not trainer.semi_supervised and trainer.discriminator is None
     trainer.fit()
     step = [r for r in _records(tmp_path / "run") if r["event"] == "step"][-1]
-    assert "unsup_rec" not in step and "disc" not in step and "sup_segm" in step
+    assert "unsup_rec" not in step and "disc" not in step and "sup_segm" in step and "sup_ce" in step
 
 
 def test_resume_equals_uninterrupted_run(tiny_phantom: Path, tmp_path: Path):

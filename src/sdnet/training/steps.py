@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from sdnet.config import LossWeights
 from sdnet.losses import (
+    cross_entropy,
     dice_loss,
     kl_divergence,
     l1_reconstruction,
@@ -69,7 +70,8 @@ def _finish(loss: Tensor, terms: dict[str, Tensor], optimizer: KerasAdam, what: 
 def supervised_step(
     model: SDNet, image: Tensor, masks: Tensor, optimizer: KerasAdam, weights: LossWeights, *, n_classes: int
 ) -> StepResult:
-    """Labelled batch: λ2 L_segm + λ4 L_rec + λ1 L_KL (no adversarial term on labelled data, as the authors).
+    """Labelled batch: λ2 L_segm + λ4 L_rec + λ1 L_KL (no adversarial term on labelled data, as the authors),
+    plus the optional cross-entropy when ``weights.ce`` > 0.
 
     Args:
         image: (B, 1, H, W) in [−1, 1].
@@ -84,6 +86,8 @@ def supervised_step(
     }
     if weights.rec == 0:
         del terms["rec"]
+    if weights.ce > 0:
+        terms["ce"] = cross_entropy(out.mask_logits, masks)
     losses = _finish(weighted_sum(terms, weights), terms, optimizer, "supervised step")
     return StepResult(losses=losses, anatomy=out.anatomy.detach())
 
