@@ -178,6 +178,8 @@ class DataConfig:
         use_unlabelled: add the unlabelled images (adversarial + reconstruction terms). Without them training is
             fully supervised, whatever the loss weights say.
         max_unlabelled: cap on unlabelled images (the authors used 1200).
+        unlabelled_frames: ACDC layout: cine phases read per patient as unlabelled volumes, evenly spaced over the
+            cycle (0 = all); the cap above then takes images evenly from them.
         augment_rotation: maximum rotation in degrees of the training augmentation (0 = off).
         discriminator_masks: which masks D_M sees as "real": ``labelled`` (only the labelled subjects' masks, the
             strict semi-supervised setting, default) or ``training`` (every training subject's masks, unpaired, as
@@ -203,6 +205,7 @@ class DataConfig:
     labelled_phases: Literal["ed_es", "all"] = "ed_es"
     use_unlabelled: bool = True
     max_unlabelled: int = 1200
+    unlabelled_frames: int = 4
     augment_rotation: float = 0.0
     discriminator_masks: Literal["labelled", "training"] = "labelled"
     split_seed: int = 1
@@ -230,8 +233,8 @@ class DataConfig:
             raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
         if not 0 < self.labelled_fraction <= 1:
             raise ConfigError(f"data.labelled_fraction must lie in (0, 1], got {self.labelled_fraction}")
-        if self.labelled_subjects < 0 or self.max_unlabelled < 0:
-            raise ConfigError("data.labelled_subjects and data.max_unlabelled must be >= 0")
+        if self.labelled_subjects < 0 or self.max_unlabelled < 0 or self.unlabelled_frames < 0:
+            raise ConfigError("data.labelled_subjects, data.max_unlabelled and data.unlabelled_frames must be >= 0")
         if self.labelled_phases not in ("ed_es", "all"):
             raise ConfigError(f"data.labelled_phases must be ed_es or all, got {self.labelled_phases!r}")
         if not 0 <= self.augment_rotation <= 180:

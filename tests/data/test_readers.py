@@ -91,6 +91,24 @@ def test_acdc_reads_labelled_and_unlabelled_frames(acdc: Path) -> None:
     assert volumes[1].source.endswith("patient001_4d.nii.gz") and volumes[1].label_source == ""
 
 
+def test_acdc_unlabelled_frames_are_capped_per_patient(tmp_path: Path) -> None:
+    root = tmp_path / "acdc"
+    folder = root / "patient001"
+    folder.mkdir(parents=True)
+    (folder / "Info.cfg").write_text("ED: 1\nES: 5\n")
+    cine = np.stack([_image(t) for t in range(10)], axis=-1)
+    _save(folder / "patient001_4d.nii.gz", cine)
+    for frame in (1, 5):
+        _save(folder / f"patient001_frame{frame:02d}.nii.gz", cine[..., frame - 1])
+        _save(folder / f"patient001_frame{frame:02d}_gt.nii.gz", _label(frame))
+    _, all_frames = read_acdc(root)
+    assert sum(v.label is None for v in all_frames) == 8
+    _, capped = read_acdc(root, unlabelled_frames=3)
+    phases = [v.phase for v in capped if v.label is None]
+    assert phases == [1, 6, 9]  # evenly spaced over the non-ED/ES phases 1, 2, 3, 5, 6, 7, 8, 9
+    np.testing.assert_array_equal(capped[-1].image[0], _image(9)[:, :, 0])
+
+
 def test_acdc_labelled_only_and_flat_layout(tmp_path: Path) -> None:
     _write_acdc_patient(tmp_path, 7)
     _, volumes = read_acdc(tmp_path, include_unlabelled=False)

@@ -71,7 +71,8 @@ def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
     if config.format == "phantom":
         return read_phantom(config.root, modality=config.modality, labelled_phases=config.labelled_phases)
     if config.format == "acdc":
-        return read_acdc(config.root, include_unlabelled=config.use_unlabelled)
+        return read_acdc(config.root, include_unlabelled=config.use_unlabelled,
+                         unlabelled_frames=config.unlabelled_frames)
     if config.format == "ssl4mis":
         return read_ssl4mis(config.root)
     if config.format == "nnunet":
@@ -176,7 +177,7 @@ def _cache_path(config: DataConfig, image_size: int) -> Path | None:
         "version": _CACHE_VERSION, "root": str(root), "stamp": stamp, "image_size": image_size,
         **{k: v for k, v in asdict(config).items()
            if k in ("format", "modality", "labelled_phases", "target_spacing_mm", "resize", "clip_low", "clip_high",
-                    "subject_pattern", "use_unlabelled")},
+                    "subject_pattern", "use_unlabelled", "unlabelled_frames")},
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return base / f"{config.format}-{digest}.npz"

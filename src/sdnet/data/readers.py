@@ -153,7 +153,7 @@ def _read_acdc_cine(path: Path, frame_shape: tuple[int, ...]) -> tuple[np.ndarra
     return data, affine, zooms
 
 
-def _read_acdc_patient(folder: Path, include_unlabelled: bool) -> list[Volume]:
+def _read_acdc_patient(folder: Path, include_unlabelled: bool, unlabelled_frames: int = 0) -> list[Volume]:
     sid = folder.name
     cfg_path = folder / "Info.cfg"
     cfg = _parse_info_cfg(cfg_path)
@@ -201,14 +201,16 @@ def _read_acdc_patient(folder: Path, include_unlabelled: bool) -> list[Volume]:
         if frames[-1] > n_frames:
             raise DataError(f"{cfg_path}: frame {frames[-1]} listed but {cine_path} has only {n_frames} frames")
         spacing = (zooms[0], zooms[1], zooms[2])
-        for t in range(n_frames):
-            if t + 1 in frames:
-                continue
+        candidates = [t for t in range(n_frames) if t + 1 not in frames]
+        if 0 < unlabelled_frames < len(candidates):  # evenly spaced over the cycle; copies free the 4D array
+            picks = np.unique(np.linspace(0, len(candidates) - 1, unlabelled_frames).round().astype(int))
+            candidates = [candidates[i] for i in picks]
+        for t in candidates:
             volumes.append(
                 Volume(
                     subject_id=sid,
                     phase=t,
-                    image=_slice_first(data[..., t]),
+                    image=np.ascontiguousarray(_slice_first(data[..., t])),
                     label=None,
                     spacing=spacing,
                     affine=affine,
@@ -219,7 +221,9 @@ def _read_acdc_patient(folder: Path, include_unlabelled: bool) -> list[Volume]:
     return volumes
 
 
-def read_acdc(root: str | Path, *, include_unlabelled: bool = True) -> tuple[DatasetInfo, list[Volume]]:
+def read_acdc(
+    root: str | Path, *, include_unlabelled: bool = True, unlabelled_frames: int = 0
+) -> tuple[DatasetInfo, list[Volume]]:
     """Read the ACDC challenge release (NIfTI files per patient folder).
 
     Layout: ``root/patientXXX/`` (or ``root/training/patientXXX/`` and ``root/testing/patientXXX/``) holding
@@ -229,6 +233,8 @@ def read_acdc(root: str | Path, *, include_unlabelled: bool = True) -> tuple[Dat
     Args:
         root: the dataset folder.
         include_unlabelled: also return the other cine phases of the 4D file, as unlabelled volumes.
+        unlabelled_frames: keep at most this many of those phases per patient, evenly spaced over the cycle
+            (0 = all); bounds memory for the full release (100 patients × ~30 phases).
 
     Returns:
         (dataset info with labels 0 background, 1 RV, 2 MYO, 3 LV; volumes sorted by subject and phase). The ED/ES
@@ -244,7 +250,7 @@ def read_acdc(root: str | Path, *, include_unlabelled: bool = True) -> tuple[Dat
     info = DatasetInfo(name="acdc", labels=dict(ACDC_LABELS), modalities=("MR",))
     volumes: list[Volume] = []
     for folder in _acdc_patient_dirs(base):
-        volumes.extend(_read_acdc_patient(folder, include_unlabelled))
+        volumes.extend(_read_acdc_patient(folder, include_unlabelled, unlabelled_frames))
     return _finish(info, volumes)
 
 
