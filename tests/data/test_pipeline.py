@@ -98,3 +98,13 @@ def test_ssl4mis_fixed_split_never_leaks():
     s = fixed_split(train, ["v1", "v2"], ["t1"], labelled_subjects=3, seed=2)
     assert len(s.labelled) == 3 and set(s.labelled) <= set(train)
     assert s == fixed_split(train, ["v1", "v2"], ["t1"], labelled_subjects=3, seed=2)
+
+
+def test_unlabelled_cap_is_exact_and_spread_over_volumes():
+    from sdnet.data.pipeline import _cap_evenly
+
+    items = [(np.arange(n, dtype=np.float32)[:, None, None], None, f"s{n}") for n in (7, 9, 10, 3)]
+    capped = _cap_evenly(items, 12)
+    assert sum(i.shape[0] for i, _, _ in capped) == 12
+    assert {sid for _, _, sid in capped} == {"s7", "s9", "s10", "s3"}
+    assert _cap_evenly(items, 100) == items

@@ -249,20 +249,21 @@ def _stack(items: list[tuple[np.ndarray, np.ndarray | None, str]]) -> SliceSet:
 
 
 def _cap_evenly(items: list[tuple[np.ndarray, None, str]], cap: int) -> list[tuple[np.ndarray, None, str]]:
-    """Keep at most ``cap`` slices, taken evenly from every volume (authors: max_ul_images sampled per volume)."""
-    total = sum(i.shape[0] for i, _, _ in items)
-    if total <= cap or not items:
+    """Keep exactly ``min(cap, total)`` slices, spread over the volumes in proportion to their size (largest
+    remainders first) and evenly spaced within each volume (authors: max_ul_images sampled per volume)."""
+    sizes = np.array([i.shape[0] for i, _, _ in items])
+    total = int(sizes.sum()) if items else 0
+    if total <= cap:
         return items
-    keep_fraction = cap / total
+    share = sizes * (cap / total)
+    keep = np.floor(share).astype(int)
+    for index in np.argsort(-(share - keep), kind="stable")[: cap - int(keep.sum())]:
+        keep[index] += 1
     out: list[tuple[np.ndarray, None, str]] = []
-    budget = cap
-    for image, _, sid in items:
-        k = min(budget, max(1, int(image.shape[0] * keep_fraction)))
-        if k <= 0:
-            break
-        sel = np.linspace(0, image.shape[0] - 1, k).round().astype(int)
-        out.append((image[sel], None, sid))
-        budget -= k
+    for (image, _, sid), k in zip(items, keep, strict=True):
+        if k > 0:
+            sel = np.linspace(0, image.shape[0] - 1, int(k)).round().astype(int)
+            out.append((image[sel], None, sid))
     return out
 
 
