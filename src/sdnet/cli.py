@@ -174,7 +174,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, config, state = load_model(args.checkpoint)
     if args.data is not None:
         config = apply_overrides(config, [f"data.root={json.dumps(str(args.data))}"])
-    split = Split(**{k: tuple(state["split"][k]) for k in ("train", "val", "test", "labelled")})
+    split = Split.from_dict(state["split"])
     data = prepare_data(config.data, image_size=config.model.image_size, n_classes=config.model.n_classes,
                         split=split)
     volumes = data.test if args.split == "test" else data.val

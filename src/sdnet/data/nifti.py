@@ -34,6 +34,31 @@ class NiftiVolume:
     path: Path
 
 
+def decode_nifti(path: Path, dtype: type | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Decode a NIfTI file of any dimension: (data, (4, 4) affine, header zooms).
+
+    Raises:
+        DataError: naming the file, when nibabel cannot read it.
+    """
+    try:
+        image = nib.load(str(path))
+        proxy = image.dataobj  # type: ignore[attr-defined]
+        data = np.asanyarray(proxy) if dtype is None else np.asarray(proxy, dtype=dtype)
+        affine = np.asarray(image.affine, dtype=np.float64)  # type: ignore[attr-defined]
+        zooms = tuple(float(z) for z in image.header.get_zooms())  # type: ignore[attr-defined]
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    return data, affine, zooms
+
+
+def check_finite(data: np.ndarray, path: Path | str) -> None:
+    """Raise :class:`DataError` naming ``path`` when ``data`` holds NaN or infinite values."""
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise DataError(f"{path}: image contains {bad} non-finite (NaN/Inf) voxels")
+
+
 def load_nifti(path: str | Path, *, as_labels: bool = False, expect_3d: bool = True) -> NiftiVolume:
     """Read a NIfTI file, checking that it exists, decodes, is 3D (or 2D, promoted to one slice) and is finite.
 
@@ -48,13 +73,7 @@ def load_nifti(path: str | Path, *, as_labels: bool = False, expect_3d: bool = T
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    try:
-        image = nib.load(str(p))
-        data = np.asanyarray(image.dataobj)  # type: ignore[attr-defined]
-        affine = np.asarray(image.affine, dtype=np.float64)  # type: ignore[attr-defined]
-        zooms = tuple(float(z) for z in image.header.get_zooms())  # type: ignore[attr-defined]
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
-        raise DataError(f"{p}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    data, affine, zooms = decode_nifti(p)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -69,9 +88,7 @@ def load_nifti(path: str | Path, *, as_labels: bool = False, expect_3d: bool = T
         out = np.asarray(data).astype(np.int64)
     else:
         out = np.asarray(data, dtype=np.float32)
-        if not np.all(np.isfinite(out)):
-            bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
-            raise DataError(f"{p}: image contains {bad} non-finite (NaN/Inf) voxels")
+        check_finite(out, p)
     spacing = (*zooms, 1.0, 1.0, 1.0)[:3]
     return NiftiVolume(data=out, affine=affine, spacing=(spacing[0], spacing[1], spacing[2]), path=p)
 

@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from sdnet.data.nifti import save_nifti
 
 LABELS: dict[int, str] = {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
 
@@ -925,12 +926,7 @@ def generate_phantom(config: PhantomConfig) -> Iterator[PhantomSubject]:
 
 def _save_volume(path: Path, volume: np.ndarray, spacing: tuple[float, float, float]) -> None:
     """Write a (S, H, W) stack as a NIfTI volume of shape (H, W, S)."""
-    data = np.ascontiguousarray(np.moveaxis(volume, 0, 2))
-    image = nib.Nifti1Image(data, np.diag([*spacing, 1.0]))
-    image.header.set_data_dtype(data.dtype)
-    image.header.set_zooms(spacing)
-    image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
+    save_nifti(path, np.ascontiguousarray(np.moveaxis(volume, 0, 2)), np.diag([*spacing, 1.0]))
 
 
 def _write_subject(out: Path, config: PhantomConfig, index: int) -> dict[str, object]:

@@ -19,7 +19,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 
-from sdnet.data.nifti import NiftiVolume, load_nifti
+from sdnet.data.nifti import NiftiVolume, check_finite, decode_nifti, load_nifti
 from sdnet.data.volumes import DatasetInfo, Volume, check_volume
 from sdnet.errors import DataError
 
@@ -134,22 +134,14 @@ def _acdc_patient_dirs(base: Path) -> list[Path]:
 
 def _read_acdc_cine(path: Path, frame_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Read a (H, W, S, T) cine file; return (float32 data, affine, zooms)."""
-    try:
-        image = nib.load(str(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)  # type: ignore[attr-defined]
-        affine = np.asarray(image.affine, dtype=np.float64)  # type: ignore[attr-defined]
-        zooms = tuple(float(z) for z in image.header.get_zooms())  # type: ignore[attr-defined]
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
-        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    data, affine, zooms = decode_nifti(path, dtype=np.float32)
     if data.ndim != 4:
         raise DataError(f"{path}: expected a 4D cine (H, W, S, T), got shape {tuple(data.shape)}")
     if data.shape[:3] != frame_shape:
         raise DataError(
             f"{path}: cine frame shape {tuple(data.shape[:3])} differs from the ED/ES frames' {frame_shape}"
         )
-    if not np.isfinite(data).all():
-        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-        raise DataError(f"{path}: image contains {bad} non-finite (NaN/Inf) voxels")
+    check_finite(data, path)
     return data, affine, zooms
 
 
@@ -169,11 +161,7 @@ def _read_acdc_patient(folder: Path, include_unlabelled: bool, unlabelled_frames
         if label_path is None:
             raise DataError(f"{folder / (stem + '_gt.nii.gz')}: file not found (missing label for a listed case)")
         img = _load_3d(image_path)
-        lab = _load_3d(label_path, as_labels=True)
-        if lab.data.shape != img.data.shape:
-            raise DataError(
-                f"{label_path}: label shape {lab.data.shape} differs from image {image_path} shape {img.data.shape}"
-            )
+        lab = _load_3d(label_path, as_labels=True)  # shapes are checked by check_volume
         frame_shape = frame_shape or img.data.shape
         volumes.append(
             Volume(
@@ -550,11 +538,7 @@ def read_nnunet(root: str | Path, *, subject_pattern: str | None = None) -> tupl
         if not label_path.is_file():
             raise DataError(f"{label_path}: file not found (missing label for a listed case {image_path.name})")
         img = _load_3d(image_path)
-        lab = _load_3d(label_path, as_labels=True)
-        if lab.data.shape != img.data.shape:
-            raise DataError(
-                f"{label_path}: label shape {lab.data.shape} differs from image {image_path} shape {img.data.shape}"
-            )
+        lab = _load_3d(label_path, as_labels=True)  # shapes are checked by check_volume
         deviation = float(np.max(np.abs(lab.affine - img.affine)))
         if deviation > _AFFINE_TOLERANCE:
             raise DataError(f"{label_path}: affine differs from that of {image_path} (max deviation {deviation:.4g})")

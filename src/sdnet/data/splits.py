@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,14 +35,21 @@ class Split:
             raise DataError("split: labelled subjects must be training subjects")
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({k: list(v) for k, v in asdict(self).items()}, indent=1))
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Sequence[str]]) -> Split:
+        """Rebuild a split from ``{"train": [...], "val": [...], "test": [...], "labelled": [...]}``."""
+        return cls(**{k: tuple(str(s) for s in data[k]) for k in ("train", "val", "test", "labelled")})
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, path: str | Path) -> Split:
         p = Path(path)
         try:
-            data = json.loads(p.read_text())
-            return cls(**{k: tuple(str(s) for s in data[k]) for k in ("train", "val", "test", "labelled")})
+            return cls.from_dict(json.loads(p.read_text()))
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DataError(f"{p}: not a valid split file ({exc})") from None
 

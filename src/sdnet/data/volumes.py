@@ -73,7 +73,8 @@ def check_volume(volume: Volume, info: DatasetInfo) -> None:
         lsrc = volume.label_source or src
         if volume.label.shape != volume.image.shape:
             raise DataError(
-                f"{lsrc}: image shape {tuple(volume.image.shape)} and label shape {tuple(volume.label.shape)} differ"
+                f"{lsrc}: label shape {tuple(volume.label.shape)} differs from image {src} shape "
+                f"{tuple(volume.image.shape)}"
             )
         present = np.unique(volume.label)
         unknown = sorted(int(v) for v in present if int(v) not in info.labels)
@@ -149,10 +150,6 @@ def read_phantom(
             label: np.ndarray | None = None
             if labelled:
                 lab = load_nifti(base / label_rel, as_labels=True)
-                if lab.data.shape != img.data.shape:
-                    raise DataError(
-                        f"{lab.path}: label shape {lab.data.shape} differs from image {img.path} shape {img.data.shape}"
-                    )
                 label = np.ascontiguousarray(np.moveaxis(lab.data, 2, 0))
             volume = Volume(
                 subject_id=sid,

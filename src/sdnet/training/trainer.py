@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from sdnet.config import RunConfig, from_dict, save_config, to_dict
+from sdnet.config import RunConfig, apply_overrides, from_dict, save_config, to_dict
 from sdnet.data.pipeline import TrainingData, prepare_data, save_split
 from sdnet.data.sampling import BatchStream
 from sdnet.data.splits import Split
@@ -173,7 +173,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": to_dict(self.config),
-            "split": {k: list(getattr(self.data.split, k)) for k in ("train", "val", "test", "labelled")},
+            "split": self.data.split.to_dict(),
             "class_names": self.class_names,
             "labels": {str(k): v for k, v in self.data.info.labels.items()},
             "step": self.step,
@@ -224,14 +224,12 @@ class Trainer:
 
         ``overrides`` may change the budget (``train.max_steps``, ``train.epochs``, ``train.max_minutes``, ...).
         """
-        from sdnet.config import apply_overrides
-
         path = Path(run_dir) / "last.pt"
         state = load_checkpoint(path)
         config = from_dict(RunConfig, state["config"])
         if overrides:
             config = apply_overrides(config, overrides)
-        split = Split(**{k: tuple(state["split"][k]) for k in ("train", "val", "test", "labelled")})
+        split = Split.from_dict(state["split"])
         trainer = cls(config, run_dir, progress=progress, split=split)
         trainer.load_state_dict(state)
         return trainer
