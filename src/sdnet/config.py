@@ -181,6 +181,8 @@ class DataConfig:
         unlabelled_frames: ACDC layout: cine phases read per patient as unlabelled volumes, evenly spaced over the
             cycle (0 = all); the cap above then takes images evenly from them.
         augment_rotation: maximum rotation in degrees of the training augmentation (0 = off).
+        augment_flip: also apply one of the 8 square symmetries (rot90 by k and an optional flip), drawn uniformly
+            per image — the flip/rot90 augmentation of the SSL4MIS training code. Not in the paper; off by default.
         discriminator_masks: which masks D_M sees as "real": ``labelled`` (only the labelled subjects' masks, the
             strict semi-supervised setting, default) or ``training`` (every training subject's masks, unpaired, as
             in the authors' code, facts §1.11).
@@ -207,6 +209,7 @@ class DataConfig:
     max_unlabelled: int = 1200
     unlabelled_frames: int = 4
     augment_rotation: float = 0.0
+    augment_flip: bool = False
     discriminator_masks: Literal["labelled", "training"] = "labelled"
     split_seed: int = 1
     fold: int = 0

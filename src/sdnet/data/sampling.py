@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sdnet.data.transforms import rotate
+from sdnet.data.transforms import dihedral, rotate
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,11 @@ class BatchStream:
         seed: run seed.
         name: stream name (``labelled``, ``unlabelled``, ``real_masks``) so streams are independent.
         max_rotation: maximum absolute rotation in degrees (0 disables augmentation).
+        flip: also apply a random square symmetry (rot90 by k, optional flip) per image.
     """
 
-    def __init__(self, data: SliceSet, *, batch_size: int, seed: int, name: str, max_rotation: float = 0.0) -> None:
+    def __init__(self, data: SliceSet, *, batch_size: int, seed: int, name: str, max_rotation: float = 0.0,
+                 flip: bool = False) -> None:
         if len(data) == 0:
             raise ValueError(f"stream {name!r} has no images")
         self.data = data
@@ -57,6 +59,7 @@ class BatchStream:
         self.seed = seed
         self.name = name
         self.max_rotation = max_rotation
+        self.flip = flip
         self._cache: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -82,4 +85,7 @@ class BatchStream:
             gen = torch.Generator().manual_seed(_stream_seed(self.seed, self.name + "/rotation", step))
             angles = (torch.rand(len(idx), generator=gen) * 2 - 1) * self.max_rotation
             images, masks = rotate(images, masks, angles)
+        if self.flip:
+            gen = torch.Generator().manual_seed(_stream_seed(self.seed, self.name + "/flip", step))
+            images, masks = dihedral(images, masks, torch.randint(0, 8, (len(idx),), generator=gen))
         return images, masks

@@ -1,4 +1,4 @@
-"""Pure, seeded image transforms: intensity normalisation, centre crop/pad, rotation augmentation.
+"""Pure, seeded image transforms: intensity normalisation, centre crop/pad, rotation and flip augmentation.
 
 Preprocessing follows the authors (facts §1.12): clip each volume to its 5th–95th percentile, scale to [−1, 1],
 centre crop/pad to the model size.
@@ -91,3 +91,29 @@ def rotate(
         rotated_masks = F.grid_sample(m, grid, mode="nearest", padding_mode="zeros", align_corners=False)
         rotated_masks = rotated_masks[:, 0].round().to(masks.dtype)
     return rotated, rotated_masks
+
+
+def dihedral(
+    images: torch.Tensor, masks: torch.Tensor | None, codes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply one of the 8 symmetries of the square to each image and mask (exact, no interpolation).
+
+    Args:
+        images: (B, 1, H, W) float, H == W.
+        masks: (B, H, W) int64 label maps or None.
+        codes: (B,) int in [0, 8): ``code % 4`` quarter turns, then a left-right flip when ``code >= 4``.
+
+    Returns:
+        Transformed images (B, 1, H, W) and masks (B, H, W).
+    """
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"dihedral augmentation needs square images, got {tuple(images.shape[-2:])}")
+    out_images, out_masks = images.clone(), None if masks is None else masks.clone()
+    for i, code in enumerate(codes.tolist()):
+        k, flip = int(code) % 4, int(code) >= 4
+        img = torch.rot90(images[i], k, dims=(-2, -1))
+        out_images[i] = img.flip(-1) if flip else img
+        if masks is not None and out_masks is not None:
+            msk = torch.rot90(masks[i], k, dims=(-2, -1))
+            out_masks[i] = msk.flip(-1) if flip else msk
+    return out_images, out_masks

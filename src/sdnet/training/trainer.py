@@ -144,17 +144,19 @@ class Trainer:
         if self.discriminator is not None:
             self.optimisers["discriminator"] = KerasAdam(self.discriminator.parameters(), oc)
         self.pool = FakeMaskPool(config.train.fake_pool_size)
-        tc, rot = config.train, config.data.augment_rotation
+        tc, rot, flip = config.train, config.data.augment_rotation, config.data.augment_flip
         self.labelled_stream = BatchStream(
-            self.data.labelled, batch_size=tc.batch_size, seed=tc.seed, name="labelled", max_rotation=rot
+            self.data.labelled, batch_size=tc.batch_size, seed=tc.seed, name="labelled", max_rotation=rot,
+            flip=flip,
         )
         self.unlabelled_stream = (
             BatchStream(self.data.unlabelled, batch_size=tc.batch_size, seed=tc.seed, name="unlabelled",
-                        max_rotation=rot)
+                        max_rotation=rot, flip=flip)
             if self.data.unlabelled is not None else None
         )
         self.real_stream = BatchStream(
-            self.data.real_masks, batch_size=tc.batch_size, seed=tc.seed, name="real_masks", max_rotation=rot
+            self.data.real_masks, batch_size=tc.batch_size, seed=tc.seed, name="real_masks", max_rotation=rot,
+            flip=flip,
         )
         n_images = max(len(self.data.labelled), len(self.data.unlabelled) if self.data.unlabelled else 0)
         self.steps_per_epoch = tc.steps_per_epoch or math.ceil(n_images / tc.batch_size)
