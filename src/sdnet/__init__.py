@@ -3,7 +3,8 @@ cardiac image analysis", Medical Image Analysis 2019.
 
 An image x is factorised into a binary multi-channel anatomy map s = f_anatomy(x) and a modality vector
 z ~ f_modality(x, s); a FiLM decoder g rebuilds x from (s, z); a segmentor h maps s to masks; an LSGAN mask
-discriminator lets unlabelled images train the model.
+discriminator lets unlabelled images train the model. The paper's baselines (§4.3: U-Net, GAN, self-train) train
+the anatomy encoder's U-Net with a class head (:class:`UNetSegmenter`), selected by ``train.method``.
 
 Quick start::
 
@@ -27,7 +28,7 @@ from sdnet.config import (
     save_config,
 )
 from sdnet.errors import CheckpointError, DataError, SDNetError
-from sdnet.models import SDNet, build_discriminator, build_sdnet
+from sdnet.models import SDNet, Segmenter, UNetSegmenter, build_discriminator, build_sdnet, build_segmenter
 from sdnet.training import Trainer, TrainResult, load_model
 
 __version__ = "0.1.0"
@@ -43,13 +44,16 @@ __all__ = [
     "RunConfig",
     "SDNet",
     "SDNetError",
+    "Segmenter",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "UNetSegmenter",
     "__version__",
     "apply_overrides",
     "build_discriminator",
     "build_sdnet",
+    "build_segmenter",
     "load_config",
     "load_model",
     "save_config",

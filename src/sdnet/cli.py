@@ -1,4 +1,4 @@
-"""The ``sdnet`` command line: ``phantom``, ``train``, ``evaluate``, ``predict``.
+"""The ``sdnet`` command line: ``phantom``, ``train``, ``evaluate``, ``predict``, ``experiment``.
 
 This module only parses arguments, builds configs and calls library functions. Errors caused by the user's input
 (paths, files, config keys, checkpoints) are printed as one line ``sdnet: error: ...`` with exit status 2.
@@ -11,10 +11,13 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sdnet.errors import SDNetError
+
+_T = TypeVar("_T")
 
 EPILOG_TRAIN = """examples:
   sdnet phantom --out data/phantom
@@ -98,6 +101,77 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--out", required=True, type=Path, help="output folder for <name>_seg.nii.gz")
 
 
+EPILOG_EXPERIMENT = """examples:
+  sdnet experiment semi --config experiments/configs/acdc_semi_cpu.yaml --data ../shared/data/acdc_ssl4mis \
+      --out studies/ssl4mis --methods unet,gan,selftrain,sdnet --labelled 1,3,7,70 --protocol ssl4mis
+  sdnet experiment semi ... --dry-run                  # list the grid with run indices
+  sdnet experiment semi ... --run-index $SLURM_ARRAY_TASK_ID   # one run per cluster job
+  sdnet experiment table studies/ssl4mis               # table.md, table.csv, dice_vs_labels.png
+"""
+
+
+def _comma_list(kind: Callable[[str], _T], name: str) -> Callable[[str], list[_T]]:
+    def parse(text: str) -> list[_T]:
+        try:
+            return [kind(item) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a comma-separated list, got {text!r}") from None
+
+    return parse
+
+
+def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="studies: a grid of training runs (semi) and its result table (table)",
+        description="Reproduce the paper's semi-supervised study (Tables 1 and 2): `semi` trains and tests every "
+        "method x label amount x fold (x seed) as ordinary runs in one study folder; `table` summarises it.",
+        epilog=EPILOG_EXPERIMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    esub = p.add_subparsers(dest="study", required=True, metavar="STUDY")
+    s = esub.add_parser(
+        "semi",
+        help="run the semi-supervised grid: methods x label amounts x folds (x seeds)",
+        description="Train every method x label amount x fold (x seed) as a run folder "
+        "<out>/<method>/l<N>/fold<k> (f<F> for fractions), then test best.pt on the run's test subjects only "
+        "and write result.json. Finished runs are skipped, interrupted ones resumed; study.json records the grid.",
+        epilog=EPILOG_EXPERIMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--config", type=Path, help="YAML run config (see experiments/configs/)")
+    s.add_argument("--data", help="dataset folder (overrides data.root)")
+    s.add_argument("--out", required=True, type=Path, help="study folder (created; reused to continue a study)")
+    s.add_argument("--methods", required=True, type=_comma_list(str, "--methods"),
+                   help="comma-separated: unet, gan, selftrain, sdnet, sdnet-nozrec, sdnet-nobin, sdnet-noadv")
+    amounts = s.add_mutually_exclusive_group(required=True)
+    amounts.add_argument("--labelled", type=_comma_list(int, "--labelled"), metavar="N,N,...",
+                         help="labelled training subjects per run, e.g. 1,3,7,70 (data.labelled_subjects)")
+    amounts.add_argument("--fractions", type=_comma_list(float, "--fractions"), metavar="F,F,...",
+                         help="labelled fractions of the training subjects, e.g. 0.1,0.5 (data.labelled_fraction)")
+    s.add_argument("--protocol", choices=["paper", "ssl4mis"], default="paper",
+                   help="paper: seeded 70/15/15 subject split, one fold per test block (default); ssl4mis: the "
+                   "release's fixed 70/10/20 lists, one fold")
+    s.add_argument("--folds", type=int, help="folds 0..k-1 (default 3 for paper, 1 for ssl4mis)")
+    s.add_argument("--seeds", type=int, default=1, help="training seeds per cell (default 1)")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process with cores/jobs threads (default 1)")
+    s.add_argument("--run-index", type=int, metavar="K", help="run only run K of the grid (see --dry-run)")
+    s.add_argument("--dry-run", action="store_true", help="list the grid with run indices and states; train nothing")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of every run, e.g. --set train.max_minutes=10 (repeatable)")
+    t = esub.add_parser(
+        "table",
+        help="write table.md, table.csv and dice_vs_labels.png of a study folder",
+        description="Summarise a study folder: Dice per class and average (mean ± std over test volumes and folds) "
+        "per method and label amount, the best average in bold, a paired t-test of the best method against the "
+        "second best, and a Dice-vs-labelled-subjects figure. Missing runs appear as '—'.",
+    )
+    t.add_argument("study_dir", type=Path, metavar="STUDY_DIR", help="a folder written by `sdnet experiment semi`")
+    t.add_argument("--metric", choices=["3d", "slice"], default="3d",
+                   help="3D Dice per volume (default) or the authors' per-slice average")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdnet",
@@ -110,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_experiment(sub)
     return parser
 
 
@@ -239,11 +314,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from sdnet.study import labelled_fractions, labelled_subjects, run_state, write_table
+
+    if args.study == "table":
+        files = write_table(args.study_dir, metric=args.metric)
+        print(files.markdown.read_text(), end="")
+        print(f"wrote {files.markdown}, {files.csv} and {files.figure}")
+        return 0
+    from sdnet.study import plan_study, run_study
+
+    labels = labelled_subjects(args.labelled) if args.labelled is not None else labelled_fractions(args.fractions)
+    plan = plan_study(config_path=args.config, methods=args.methods, labels=labels, protocol=args.protocol,
+                      folds=args.folds, seeds=args.seeds, data_root=args.data, overrides=args.overrides)
+    if args.dry_run:
+        width = len(str(len(plan.runs) - 1))
+        for spec in plan.runs:
+            state = run_state(args.out / spec.name)
+            print(f"{spec.index:>{width}}  {spec.name:<32} {state:<8} {' '.join(spec.grid_overrides)}")
+        print(f"{len(plan.runs)} runs; nothing trained (--dry-run)")
+        return 0
+    summary = run_study(plan, args.out, jobs=args.jobs, run_index=args.run_index,
+                        on_event=lambda event: print(event.line(), flush=True))
+    print(f"study {args.out}: {len(summary.finished)} finished, {len(summary.skipped)} skipped, "
+          f"{len(summary.failed)} failed; table: sdnet experiment table {args.out}")
+    if summary.failed:
+        raise SDNetError(f"{len(summary.failed)} run(s) failed: "
+                         + "; ".join(f"{name} ({msg})" for name, msg in summary.failed[:3]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    commands = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+    commands = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                "experiment": cmd_experiment}
     try:
         return commands[args.command](args)
     except SDNetError as exc:

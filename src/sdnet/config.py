@@ -23,6 +23,9 @@ import yaml
 from sdnet.errors import SDNetError
 
 BinarisationMode = Literal["argmax", "round", "none"]
+TrainMethod = Literal["sdnet", "unet", "gan", "selftrain"]
+TRAIN_METHODS: tuple[str, ...] = typing.get_args(TrainMethod)
+"""The values of ``train.method``: SDNet and the paper's baselines (§4.3)."""
 
 
 class ConfigError(SDNetError, ValueError):
@@ -249,6 +252,14 @@ class TrainConfig:
     """The training loop (authors' schedule, facts §1.11 and §1.13).
 
     Attributes:
+        method: what is trained (paper §4.3), every method with the same optimiser, schedule, batch size, early
+            stopping and validation-based checkpoint selection: ``sdnet`` (SDNet, default), ``unet`` (the anatomy
+            encoder's U-Net with a class head, labelled images only), ``gan`` (that U-Net plus the mask
+            discriminator's adversarial term on unlabelled images) or ``selftrain`` (that U-Net retrained on its
+            own pseudo-labels of the unlabelled images, Bai et al. 2017 without CRF).
+        selftrain_rounds: ``selftrain`` only: pseudo-label-and-retrain rounds after the labelled-only round 0. The
+            run's budget (``epochs``, ``max_steps``, ``max_minutes``) is split equally over the rounds + 1
+            stages, so the total budget equals the other methods'.
         batch_size: images per step (4 in the paper).
         epochs: upper bound on epochs; an epoch is ceil(max(#labelled, #unlabelled) / batch_size) iterations.
         steps_per_epoch: override the epoch length in iterations (0 = the authors' definition above); validation,
@@ -257,6 +268,7 @@ class TrainConfig:
         max_minutes: stop after this wall-clock budget (0 = no limit), checked after every iteration; a run that
             stops mid-epoch is validated once more if it was never validated, and its state saved in ``last.pt``.
         patience: early stopping: epochs without a validation-Dice gain of at least min_delta (0 = never stop).
+            In ``selftrain`` it ends the current round (the run only in the last round).
         min_delta: the smallest validation-Dice gain that counts as an improvement.
         fake_pool_size: history of fake masks shown to the discriminator (authors: 50; 0 disables the pool).
         seed: seed of weights, sampling and augmentation.
@@ -266,6 +278,8 @@ class TrainConfig:
         device: ``cpu`` or a torch device string such as ``cuda:0``.
     """
 
+    method: TrainMethod = "sdnet"
+    selftrain_rounds: int = 2
     batch_size: int = 4
     epochs: int = 500
     steps_per_epoch: int = 0
@@ -281,6 +295,11 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.method not in TRAIN_METHODS:
+            raise ConfigError(f"train.method must be one of {list(TRAIN_METHODS)}, got {self.method!r}")
+        if self.selftrain_rounds < 1:
+            raise ConfigError(f"train.selftrain_rounds must be >= 1 (pseudo-label rounds after round 0), "
+                              f"got {self.selftrain_rounds}")
         _positive(self, "train", "batch_size", "epochs", "log_every", "checkpoint_every")
         for name in ("steps_per_epoch", "max_steps", "patience", "fake_pool_size", "num_threads"):
             if getattr(self, name) < 0:

@@ -17,15 +17,15 @@ import torch
 
 from sdnet.data.pipeline import PreparedVolume
 from sdnet.metrics import dice_per_class, hd95_per_class, slice_averaged_dice
-from sdnet.models import SDNet
+from sdnet.models import Segmenter
 
 
 @torch.inference_mode()
-def predict_probabilities(model: SDNet, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
+def predict_probabilities(model: Segmenter, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
     """Class probabilities of every slice of a volume, in eval mode (restored afterwards).
 
     Args:
-        model: a trained SDNet.
+        model: a trained SDNet or baseline U-Net (anything with ``segment``).
         image: (S, 1, H, W) float in [−1, 1].
         batch_size: slices per forward pass.
 
@@ -44,7 +44,7 @@ def predict_probabilities(model: SDNet, image: torch.Tensor, *, batch_size: int 
     return torch.cat(out)
 
 
-def predict_volume(model: SDNet, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
+def predict_volume(model: Segmenter, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
     """(S, H, W) int64 class indices of every slice of ``image`` (S, 1, H, W)."""
     return predict_probabilities(model, image, batch_size=batch_size).argmax(dim=1)
 
@@ -137,7 +137,7 @@ def _fmt(x: float) -> str:
 
 
 def evaluate_volumes(
-    model: SDNet,
+    model: Segmenter,
     volumes: Sequence[PreparedVolume],
     *,
     class_names: Sequence[str],
@@ -147,7 +147,7 @@ def evaluate_volumes(
     """Score ``model`` on labelled volumes.
 
     Args:
-        model: trained SDNet.
+        model: a trained SDNet or baseline U-Net (anything with ``segment``).
         volumes: preprocessed volumes with labels.
         class_names: names of the foreground classes 1..L.
         batch_size: slices per forward pass.

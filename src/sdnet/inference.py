@@ -19,7 +19,7 @@ from sdnet.data.nifti import load_nifti, save_nifti
 from sdnet.data.pipeline import preprocess_volume
 from sdnet.data.volumes import DatasetInfo, Volume
 from sdnet.evaluation import predict_probabilities
-from sdnet.models import SDNet
+from sdnet.models import Segmenter
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def to_input_grid(probabilities: torch.Tensor, steps: GridSteps) -> np.ndarray:
 
 
 def predict_nifti(
-    model: SDNet,
+    model: Segmenter,
     image_path: str | Path,
     out_path: str | Path,
     *,
@@ -89,7 +89,7 @@ def predict_nifti(
     """Segment one 3D NIfTI image and write the mask (dataset label values) with the input's affine.
 
     Args:
-        model: a trained SDNet.
+        model: a trained SDNet or baseline U-Net (anything with ``segment``).
         image_path: (H, W, S) NIfTI image.
         out_path: where to write the uint8 mask.
         data_config: the preprocessing settings the model was trained with.

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 
-from sdnet.models import SDNet
+from sdnet.models import SDNet, Segmenter
 
 _MASK_COLOURS = ["#000000", "#e41a1c", "#4daf4a", "#377eb8", "#ff7f00", "#984ea3", "#ffff33", "#a65628"]
 _COLOUR_NAMES = ["black", "red", "green", "blue", "orange", "purple", "yellow", "brown"]
@@ -21,7 +21,7 @@ _COLOUR_NAMES = ["black", "red", "green", "blue", "orange", "purple", "yellow", 
 
 @torch.inference_mode()
 def decomposition_figure(
-    model: SDNet,
+    model: Segmenter,
     images: torch.Tensor,
     labels: torch.Tensor | None,
     path: str | Path,
@@ -31,8 +31,10 @@ def decomposition_figure(
 ) -> Path:
     """One row per image: input x, the C binary anatomy channels of s, reconstruction g(s, μ), prediction, truth.
 
+    A baseline U-Net (no anatomy factor, no decoder) gets input, prediction and truth only.
+
     Args:
-        model: trained SDNet (put in eval mode here).
+        model: trained SDNet or baseline U-Net (put in eval mode here).
         images: (N, 1, H, W) in [−1, 1], N small (≤ 6).
         labels: (N, H, W) class indices or None.
         path: output PNG.
@@ -40,33 +42,43 @@ def decomposition_figure(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    anatomy: np.ndarray | None = None
+    recon: np.ndarray | None = None
     try:
-        out = model(images.to(device), sample=False)
+        if isinstance(model, SDNet):
+            out = model(images.to(device), sample=False)
+            anatomy = out.anatomy.cpu().numpy()  # (N, C, H, W)
+            recon = out.reconstruction.cpu().numpy()  # (N, 1, H, W)
+            probabilities = out.mask_probabilities
+        else:
+            probabilities = model.segment(images.to(device)).probabilities
     finally:
         model.train(was_training)
-    anatomy = out.anatomy.cpu().numpy()
-    recon = out.reconstruction.cpu().numpy()
-    pred = out.mask_probabilities.argmax(1).cpu().numpy()
-    n, c = anatomy.shape[0], anatomy.shape[1]
-    n_classes = out.mask_probabilities.shape[1]
+    pred = probabilities.argmax(1).cpu().numpy()
+    n = pred.shape[0]
+    c = 0 if anatomy is None else anatomy.shape[1]
+    extra = 0 if recon is None else 1  # the reconstruction column
+    n_classes = probabilities.shape[1]
     colours = _MASK_COLOURS[: max(n_classes, 2)]
     cmap = ListedColormap(colours)
-    cols = c + 3 + (labels is not None)
+    cols = 1 + c + extra + 1 + (labels is not None)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n + 0.4), squeeze=False)
     for i in range(n):
         row = axes[i]
         row[0].imshow(images[i, 0].cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
         for k in range(c):
+            assert anatomy is not None
             row[1 + k].imshow(anatomy[i, k], cmap="gray", vmin=0, vmax=1)
-        row[c + 1].imshow(recon[i, 0], cmap="gray", vmin=-1, vmax=1)
-        row[c + 2].imshow(pred[i], cmap=cmap, vmin=0, vmax=len(colours) - 1, interpolation="nearest")
+        if recon is not None:
+            row[c + 1].imshow(recon[i, 0], cmap="gray", vmin=-1, vmax=1)
+        row[c + extra + 1].imshow(pred[i], cmap=cmap, vmin=0, vmax=len(colours) - 1, interpolation="nearest")
         if labels is not None:
-            row[c + 3].imshow(labels[i].cpu().numpy(), cmap=cmap, vmin=0, vmax=len(colours) - 1,
-                              interpolation="nearest")
+            row[c + extra + 2].imshow(labels[i].cpu().numpy(), cmap=cmap, vmin=0, vmax=len(colours) - 1,
+                                      interpolation="nearest")
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    heads = ["input x"] + [f"s[{k}]" for k in range(c)] + ["reconstruction", "predicted mask"]
+    heads = ["input x"] + [f"s[{k}]" for k in range(c)] + ["reconstruction"] * extra + ["predicted mask"]
     if labels is not None:
         heads.append("true mask")
     for ax, head in zip(axes[0], heads, strict=True):

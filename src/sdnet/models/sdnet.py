@@ -40,7 +40,8 @@ class Segmentation:
     """A segmentation predicted from the anatomy factor.
 
     Attributes:
-        anatomy: s, (B, C, H, W) float, the anatomy factor it was predicted from.
+        anatomy: s, (B, C, H, W) float, the anatomy factor it was predicted from (for the baselines'
+            :class:`~sdnet.models.baselines.UNetSegmenter`, which has none: the class probabilities).
         logits: (B, n_classes, H, W) float, class 0 = background.
         probabilities: (B, n_classes, H, W) float in [0, 1], softmax of ``logits`` over dim 1 (sums to 1).
     """

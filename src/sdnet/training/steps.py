@@ -1,9 +1,14 @@
-"""The four kinds of update in SDNet's per-iteration schedule, as explicit functions (facts §1.9, §1.11).
+"""The four kinds of update in SDNet's per-iteration schedule, as explicit functions (facts §1.9, §1.11), and the
+two U-Net updates of the paper's baselines (§4.3).
 
 Per iteration the trainer runs: :func:`supervised_step` on a labelled batch, :func:`z_reconstruction_step`,
 :func:`unsupervised_step` on an unlabelled batch, :func:`z_reconstruction_step` again, then
 :func:`discriminator_step`. Each step returns its unweighted loss terms (floats) for logging; the paper's λ are
 applied only through :func:`sdnet.losses.weighted_sum`.
+
+The baselines (:mod:`sdnet.training.methods`) train :class:`~sdnet.models.UNetSegmenter` with
+:func:`unet_supervised_step` (U-Net, self-train) and, for GAN, :func:`gan_generator_step` on an unlabelled batch
+followed by the same :func:`discriminator_step` and :class:`FakeMaskPool` as SDNet.
 
 Deviations from the authors' Keras code, for speed (issue "Performance"), each documented where it happens:
 
@@ -33,7 +38,7 @@ from sdnet.losses import (
     weighted_sum,
     z_reconstruction,
 )
-from sdnet.models import MaskDiscriminator, SDNet
+from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter
 from sdnet.training.optim import KerasAdam
 
 
@@ -142,6 +147,46 @@ def unsupervised_step(
     else:
         losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
     return StepResult(losses=losses, anatomy=out.anatomy.detach(), fake_masks=fake.detach())
+
+
+def unet_supervised_step(
+    model: UNetSegmenter, image: Tensor, masks: Tensor, optimizer: KerasAdam, weights: LossWeights, *, n_classes: int
+) -> StepResult:
+    """Labelled batch of the U-Net baselines: λ2 L_segm, plus the optional cross-entropy when ``weights.ce`` > 0 —
+    the segmentation terms of :func:`supervised_step`, without reconstruction or KL (a U-Net has neither).
+
+    Args:
+        image: (B, 1, H, W) in [−1, 1].
+        masks: (B, H, W) int64 class indices (true or pseudo-labels).
+    """
+    logits = model(image)  # (B, n_classes, H, W)
+    probabilities = torch.softmax(logits, dim=1)
+    terms = {"segm": dice_loss(probabilities[:, 1:], one_hot_foreground(masks, n_classes))}
+    if weights.ce > 0:
+        terms["ce"] = cross_entropy(logits, masks)
+    return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "supervised step"))
+
+
+def gan_generator_step(
+    model: UNetSegmenter, discriminator: MaskDiscriminator, image: Tensor, optimizer: KerasAdam, weights: LossWeights
+) -> StepResult:
+    """Unlabelled batch of the GAN baseline: λ3 L_adv (generator side, D frozen) on the U-Net's predicted
+    foreground masks — :func:`unsupervised_step` without reconstruction and KL.
+
+    Args:
+        image: (B, 1, H, W) in [−1, 1].
+
+    Returns:
+        losses and the detached predicted foreground masks (B, L, H, W) for the discriminator's fake pool.
+    """
+    fake = torch.softmax(model(image), dim=1)[:, 1:]  # (B, L, H, W)
+    discriminator.requires_grad_(False)
+    try:
+        terms = {"adv": lsgan_generator_loss(discriminator(fake))}
+        losses = _finish(weighted_sum(terms, weights), terms, optimizer, "adversarial generator step")
+    finally:
+        discriminator.requires_grad_(True)
+    return StepResult(losses=losses, fake_masks=fake.detach())
 
 
 def discriminator_step(

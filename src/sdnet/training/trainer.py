@@ -1,8 +1,16 @@
-"""The SDNet training loop: the authors' per-iteration schedule, validation, early stopping, checkpoints, logs.
+"""The training loop of SDNet and of the paper's baselines: per-iteration schedule, validation, early stopping,
+checkpoints, logs.
 
-Per iteration (facts §1.11): supervised step on a labelled batch; z-reconstruction step; unsupervised step on an
-unlabelled batch; z-reconstruction step; discriminator step. Without unlabelled images the run is fully
+SDNet, per iteration (facts §1.11): supervised step on a labelled batch; z-reconstruction step; unsupervised step
+on an unlabelled batch; z-reconstruction step; discriminator step. Without unlabelled images the run is fully
 supervised (first two steps only). Each update kind has its own Keras-style Adam (facts §1.10).
+
+``train.method`` selects SDNet or a baseline of paper §4.3 (``unet``, ``gan``, ``selftrain``); the iteration of
+each is in :mod:`sdnet.training.methods`, everything else here is shared, so every method gets the same optimiser,
+batch size, epoch length (computed from the labelled and unlabelled pools, whether or not the method uses the
+latter), validation, early stopping, checkpoint selection, resume and budget. Self-train splits the budget over
+its rounds (see :mod:`sdnet.training.methods`). Checkpoints record the method and :func:`load_model` rebuilds the
+matching network.
 
 After every epoch the validation volumes are segmented and their mean 3D Dice (over classes and volumes) drives
 early stopping (patience, min_delta) and best-checkpoint selection. Two checkpoints are kept in the run folder:
@@ -16,6 +24,7 @@ Logs: ``log.jsonl`` (one JSON object per logged step and per epoch) and TensorBo
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -29,23 +38,15 @@ from tqdm.auto import tqdm
 
 from sdnet.config import RunConfig, apply_overrides, from_dict, save_config, to_dict
 from sdnet.data.pipeline import TrainingData, prepare_data, save_split
-from sdnet.data.sampling import BatchStream
+from sdnet.data.sampling import BatchStream, SliceSet
 from sdnet.data.splits import Split
 from sdnet.errors import CheckpointError, SDNetError
 from sdnet.evaluation import evaluate_volumes
-from sdnet.models import MaskDiscriminator, SDNet, build_discriminator, build_sdnet
+from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discriminator, build_segmenter
 from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
+from sdnet.training.methods import ITERATIONS, pseudo_label, selftrain_stage_end, with_pseudo_labels
 from sdnet.training.optim import KerasAdam
-from sdnet.training.steps import (
-    FakeMaskPool,
-    discriminator_step,
-    generator_parameters,
-    one_hot_foreground,
-    supervised_step,
-    unsupervised_step,
-    z_reconstruction_step,
-    z_regressor_parameters,
-)
+from sdnet.training.steps import FakeMaskPool, generator_parameters, z_regressor_parameters
 from sdnet.utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class _Logger:
 
 
 class Trainer:
-    """Trains an SDNet in ``run_dir`` according to ``config``.
+    """Trains SDNet, or the baseline named by ``config.train.method``, in ``run_dir`` according to ``config``.
 
     Args:
         config: the resolved run configuration (saved to ``run_dir/config.yaml``).
@@ -128,36 +129,41 @@ class Trainer:
         self.data = data or prepare_data(config.data, image_size=mc.image_size, n_classes=mc.n_classes, split=split)
         self.class_names = [self.data.info.labels[v] for v in sorted(self.data.info.labels)][1:]
         seed_everything(config.train.seed)
-        self.model: SDNet = build_sdnet(mc).to(self.device)
-        self.semi_supervised = self.data.unlabelled is not None
-        self.use_discriminator = self.semi_supervised and config.loss.adv > 0
+        self.method = config.train.method
+        self.model: SDNet | UNetSegmenter = build_segmenter(mc, self.method).to(self.device)
+        # unet ignores the unlabelled images; selftrain uses them through pseudo-labels (rounds >= 1)
+        self.semi_supervised = self.data.unlabelled is not None and self.method != "unet"
+        self.use_discriminator = self.semi_supervised and config.loss.adv > 0 and self.method in ("sdnet", "gan")
         self.discriminator: MaskDiscriminator | None = (
             build_discriminator(mc).to(self.device) if self.use_discriminator else None
         )
         oc = config.optim
-        self.optimisers: dict[str, KerasAdam] = {
-            "supervised": KerasAdam(generator_parameters(self.model), oc),
-            "zrec": KerasAdam(z_regressor_parameters(self.model), oc),
-        }
-        if self.semi_supervised:
-            self.optimisers["unsupervised"] = KerasAdam(generator_parameters(self.model), oc)
+        if isinstance(self.model, SDNet):
+            self.optimisers: dict[str, KerasAdam] = {
+                "supervised": KerasAdam(generator_parameters(self.model), oc),
+                "zrec": KerasAdam(z_regressor_parameters(self.model), oc),
+            }
+            if self.semi_supervised:
+                self.optimisers["unsupervised"] = KerasAdam(generator_parameters(self.model), oc)
+        else:
+            self.optimisers = {"supervised": KerasAdam(self.model.parameters(), oc)}
+            if self.discriminator is not None:  # gan: the adversarial generator update has its own Adam state
+                self.optimisers["unsupervised"] = KerasAdam(self.model.parameters(), oc)
         if self.discriminator is not None:
             self.optimisers["discriminator"] = KerasAdam(self.discriminator.parameters(), oc)
         self.pool = FakeMaskPool(config.train.fake_pool_size)
-        tc, rot, flip = config.train, config.data.augment_rotation, config.data.augment_flip
-        self.labelled_stream = BatchStream(
-            self.data.labelled, batch_size=tc.batch_size, seed=tc.seed, name="labelled", max_rotation=rot,
-            flip=flip,
-        )
+        tc = config.train
+        self.labelled_stream = self._stream(self.data.labelled, "labelled")
         self.unlabelled_stream = (
-            BatchStream(self.data.unlabelled, batch_size=tc.batch_size, seed=tc.seed, name="unlabelled",
-                        max_rotation=rot, flip=flip)
-            if self.data.unlabelled is not None else None
+            self._stream(self.data.unlabelled, "unlabelled")
+            if self.data.unlabelled is not None and self.method in ("sdnet", "gan") else None
         )
-        self.real_stream = BatchStream(
-            self.data.real_masks, batch_size=tc.batch_size, seed=tc.seed, name="real_masks", max_rotation=rot,
-            flip=flip,
-        )
+        self.real_stream = self._stream(self.data.real_masks, "real_masks")
+        # selftrain: round 0 = labelled images only; round k >= 1 adds the pseudo-labelled unlabelled images
+        self.selftrain_round = 0
+        self.pseudo_labels: torch.Tensor | None = None
+        if self.method == "selftrain" and self.data.unlabelled is None:
+            log.warning("selftrain without unlabelled images: every round trains on the labelled images only")
         n_images = max(len(self.data.labelled), len(self.data.unlabelled) if self.data.unlabelled else 0)
         self.steps_per_epoch = tc.steps_per_epoch or math.ceil(n_images / tc.batch_size)
         # progress state
@@ -171,9 +177,21 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._resumed_from: int | None = None
 
+    def _stream(self, data: SliceSet, name: str) -> BatchStream:
+        d, tc = self.config.data, self.config.train
+        return BatchStream(data, batch_size=tc.batch_size, seed=tc.seed, name=name, max_rotation=d.augment_rotation,
+                           flip=d.augment_flip)
+
+    @property
+    def train_size(self) -> int:
+        """Slices the supervised step draws from: the labelled ones (plus the pseudo-labelled ones in self-train
+        rounds >= 1)."""
+        return len(self.labelled_stream.data)
+
     # ------------------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
+            "method": self.method,
             "config": to_dict(self.config),
             "split": self.data.split.to_dict(),
             "class_names": self.class_names,
@@ -193,8 +211,16 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
         }
+        if self.method == "selftrain":
+            state["selftrain"] = {"round": self.selftrain_round}
+            if self.pseudo_labels is not None:
+                state["selftrain"]["pseudo_labels"] = self.pseudo_labels  # (N_u, H, W) uint8
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = str(state.get("method", "sdnet"))  # checkpoints written before train.method existed are SDNet's
+        if saved != self.method:
+            raise CheckpointError(f"checkpoint was trained with train.method={saved}, this run has {self.method}")
         try:
             self.model.load_state_dict(state["model"])
             if self.discriminator is not None:
@@ -213,6 +239,10 @@ class Trainer:
             self.patience_ref = float(state["patience_ref"])
             self.elapsed = float(state["elapsed"])
             self.history = list(state["history"])
+            if self.method == "selftrain":
+                selftrain = state["selftrain"]
+                self.selftrain_round = int(selftrain["round"])
+                self._use_pseudo_labels(selftrain.get("pseudo_labels"))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"checkpoint does not match this run's model/config ({exc})") from None
         self._resumed_from = self.step
@@ -245,36 +275,54 @@ class Trainer:
         return report.mean_dice("3d")
 
     def train_iteration(self) -> dict[str, float]:
-        """One iteration of the authors' schedule; returns the logged loss terms."""
-        cfg, s = self.config, self.step
-        n_classes = cfg.model.n_classes
+        """One iteration of ``train.method``'s schedule (:data:`sdnet.training.methods.ITERATIONS`); returns the
+        logged loss terms."""
         self.model.train()
-        x, m = self.labelled_stream.batch(s)
-        assert m is not None
-        x, m = x.to(self.device), m.to(self.device)
-        logs: dict[str, float] = {}
-        sup = supervised_step(self.model, x, m, self.optimisers["supervised"], cfg.loss, n_classes=n_classes)
-        logs.update({f"sup_{k}": v for k, v in sup.losses.items()})
-        if cfg.loss.zrec > 0 and sup.anatomy is not None:
-            zr = z_reconstruction_step(self.model, sup.anatomy, self.optimisers["zrec"], cfg.loss)
-            logs["sup_zrec"] = zr.losses["zrec"]
-        if self.unlabelled_stream is not None:
-            xu, _ = self.unlabelled_stream.batch(s)
-            xu = xu.to(self.device)
-            uns = unsupervised_step(self.model, self.discriminator, xu, self.optimisers["unsupervised"], cfg.loss)
-            logs.update({f"unsup_{k}": v for k, v in uns.losses.items()})
-            if cfg.loss.zrec > 0 and uns.anatomy is not None:
-                zr = z_reconstruction_step(self.model, uns.anatomy, self.optimisers["zrec"], cfg.loss)
-                logs["unsup_zrec"] = zr.losses["zrec"]
-            if self.discriminator is not None and uns.fake_masks is not None:
-                _, real = self.real_stream.batch(s)
-                assert real is not None
-                real_fg = one_hot_foreground(real.to(self.device), n_classes)
-                fake = self.pool(uns.fake_masks)
-                d = discriminator_step(self.discriminator, real_fg, fake, self.optimisers["discriminator"])
-                logs["disc"] = d.losses["disc"]
+        logs = ITERATIONS[self.method](self)
         self.step += 1
         return logs
+
+    # ------------------------------------------------------------------------------------------------ self-train
+    def _use_pseudo_labels(self, labels: torch.Tensor | None) -> None:
+        """Train on the labelled slices plus the unlabelled ones with ``labels`` (N_u, H, W) (None: labelled only)."""
+        self.pseudo_labels = labels
+        data = self.data.labelled
+        if labels is not None and self.data.unlabelled is not None:
+            data = with_pseudo_labels(self.data.labelled, self.data.unlabelled, labels)
+        self.labelled_stream = self._stream(data, "labelled")
+
+    def _selftrain_stage_over(self, start: float) -> bool:
+        """Whether the current self-train stage is over (always False for other methods and in the last round)."""
+        tc = self.config.train
+        if self.method != "selftrain" or self.selftrain_round >= tc.selftrain_rounds:
+            return False
+        if tc.patience > 0 and self.stale_epochs >= tc.patience:  # early stopping ends the round
+            return True
+        if self.step >= selftrain_stage_end(tc, self.steps_per_epoch, self.selftrain_round):
+            return True
+        share = tc.max_minutes * (self.selftrain_round + 1) / (tc.selftrain_rounds + 1)
+        return bool(tc.max_minutes) and (time.perf_counter() - start) / 60.0 >= share
+
+    def _next_selftrain_round(self, logger: _Logger) -> None:
+        """Pseudo-label the unlabelled pool with the best model so far (``best.pt``; the current model if never
+        validated), add it to the training set, reset the patience counter and checkpoint."""
+        teacher: SDNet | UNetSegmenter = self.model
+        best = self.run_dir / "best.pt"
+        if self.best_epoch >= 0 and best.is_file():
+            teacher = copy.deepcopy(self.model)  # no re-initialisation: the global RNG is left untouched
+            teacher.load_state_dict(load_checkpoint(best, map_location=self.device)["model"])
+        labels = pseudo_label(teacher, self.data.unlabelled.images) if self.data.unlabelled is not None else None
+        self.selftrain_round += 1
+        self._use_pseudo_labels(labels)
+        self.stale_epochs, self.patience_ref = 0, -math.inf
+        n_pseudo = 0 if labels is None else int(labels.shape[0])
+        logger.write({"event": "selftrain_round", "step": self.step, "epoch": self.epoch,
+                      "round": self.selftrain_round, "teacher_epoch": self.best_epoch,
+                      "n_labelled": len(self.data.labelled), "n_pseudo": n_pseudo, "n_train": self.train_size},
+                     "selftrain")
+        log.info("self-train round %d at step %d: %d labelled + %d pseudo-labelled slices (teacher: epoch %d)",
+                 self.selftrain_round, self.step, len(self.data.labelled), n_pseudo, self.best_epoch)
+        self.save("last.pt")
 
     def _end_epoch(self, logger: _Logger, train_means: dict[str, float]) -> bool:
         """Validate, update best/patience, write checkpoints. Returns True when early stopping triggers."""
@@ -318,6 +366,8 @@ class Trainer:
                 bar.set_description(f"epoch {self.epoch + 1}")
                 epoch_done = False
                 while not epoch_done:
+                    if self._selftrain_stage_over(start):
+                        self._next_selftrain_round(logger)
                     if tc.max_steps and self.step >= tc.max_steps:
                         stop_reason = "max_steps"
                         break
@@ -342,6 +392,8 @@ class Trainer:
                 means = {k: v / max(count, 1) for k, v in sums.items()}
                 sums, count = {}, 0
                 if self._end_epoch(logger, means):
+                    if self.method == "selftrain" and self.selftrain_round < tc.selftrain_rounds:
+                        continue  # early stopping ends this self-train round, not the run
                     stop_reason = "early_stopping"
                     break
             else:
@@ -357,14 +409,19 @@ class Trainer:
         result = TrainResult(run_dir=self.run_dir, steps=self.step, epochs=self.epoch, best_val_dice=self.best_val,
                              best_epoch=self.best_epoch, stop_reason=stop_reason, history=self.history)
         (self.run_dir / "result.json").write_text(json.dumps(
-            {"steps": result.steps, "epochs": result.epochs, "best_val_dice": result.best_val_dice,
-             "best_epoch": result.best_epoch, "stop_reason": stop_reason, "elapsed_s": round(self.elapsed, 1)},
+            {"method": self.method, "steps": result.steps, "epochs": result.epochs,
+             "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "stop_reason": stop_reason,
+             "elapsed_s": round(self.elapsed, 1)},
             indent=1))
         return result
 
 
-def load_model(checkpoint: str | Path, *, device: str = "cpu") -> tuple[SDNet, RunConfig, dict[str, Any]]:
-    """Rebuild the SDNet stored in a checkpoint (a ``.pt`` file or a run folder, where ``best.pt`` is preferred).
+def load_model(
+    checkpoint: str | Path, *, device: str = "cpu"
+) -> tuple[SDNet | UNetSegmenter, RunConfig, dict[str, Any]]:
+    """Rebuild the network stored in a checkpoint (a ``.pt`` file or a run folder, where ``best.pt`` is preferred):
+    :class:`~sdnet.models.SDNet`, or :class:`~sdnet.models.UNetSegmenter` for the baselines (``train.method``
+    ``unet``, ``gan``, ``selftrain``). Both have ``segment(x)``.
 
     Returns:
         (model in eval mode, its config, the raw checkpoint dict).
@@ -372,7 +429,7 @@ def load_model(checkpoint: str | Path, *, device: str = "cpu") -> tuple[SDNet, R
     state = load_checkpoint(checkpoint, map_location=device)
     try:
         config = from_dict(RunConfig, state["config"])
-        model = build_sdnet(config.model).to(device)
+        model = build_segmenter(config.model, config.train.method).to(device)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint}: checkpoint is incomplete or does not match its config ({exc})") from None

@@ -1,0 +1,66 @@
+"""Studies: grids of training runs and their result tables (the paper's semi-supervised study, §5.1).
+
+``semi`` plans and runs the grid methods × label amounts × folds × seeds, one ordinary training run per cell, each
+ending with a test evaluation in ``result.json``; ``table`` turns a study folder into Markdown, CSV and a figure.
+"""
+
+from sdnet.study.results import (
+    RESULT_SCHEMA,
+    STUDY_SCHEMA,
+    CheckpointEvaluation,
+    RunResult,
+    StudyError,
+    VolumeResult,
+    evaluate_checkpoint,
+    read_result,
+)
+from sdnet.study.semi import (
+    METHODS,
+    PROTOCOLS,
+    LabelAmount,
+    RunEvent,
+    RunOutcome,
+    RunSpec,
+    StudyGrid,
+    StudyPlan,
+    StudySummary,
+    execute_run,
+    labelled_fractions,
+    labelled_subjects,
+    plan_study,
+    run_state,
+    run_study,
+)
+from sdnet.study.table import StudyTable, TableFiles, TableRow, build_table, paired_ttest, write_table
+
+__all__ = [
+    "METHODS",
+    "PROTOCOLS",
+    "RESULT_SCHEMA",
+    "STUDY_SCHEMA",
+    "CheckpointEvaluation",
+    "LabelAmount",
+    "RunEvent",
+    "RunOutcome",
+    "RunResult",
+    "RunSpec",
+    "StudyError",
+    "StudyGrid",
+    "StudyPlan",
+    "StudySummary",
+    "StudyTable",
+    "TableFiles",
+    "TableRow",
+    "VolumeResult",
+    "build_table",
+    "evaluate_checkpoint",
+    "execute_run",
+    "labelled_fractions",
+    "labelled_subjects",
+    "paired_ttest",
+    "plan_study",
+    "read_result",
+    "run_state",
+    "run_study",
+    "write_table",
+]

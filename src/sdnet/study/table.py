@@ -1,0 +1,304 @@
+"""The table of a semi-supervised study (paper Tables 1 and 2): Dice per class and average, per method and label
+amount, with the paired t-test of the best method against the second best, as Markdown, CSV and a PNG figure.
+
+Numbers are pooled over the *test volumes of every fold and seed* of a cell: each class column is the mean ± std
+(ddof 0, like ``sdnet evaluate``) of the per-volume Dice; the average column is the mean ± std of each volume's
+average over its classes. Per label amount the method with the highest average is bold, and a paired t-test
+(:func:`scipy.stats.ttest_rel`) compares its per-volume average Dice with the second-best method's, pairing volumes
+by (fold, seed, subject, phase); an asterisk marks p < 0.05, as in the paper. Runs without a study
+``result.json`` appear as '—' with a note, never as an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdnet.study.results import (
+    DiceKind,
+    RunResult,
+    StudyError,
+    finite_mean,
+    finite_std,
+    is_study_result,
+    read_result,
+)
+from sdnet.study.semi import LabelAmount, StudyGrid
+
+DASH = "—"
+VolumeKey = tuple[int, int, str, int]  # fold, seed, subject, phase
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One method at one label amount.
+
+    Attributes:
+        runs_expected / runs_done: run names of the cell in the grid / those with a study result.
+        n_labelled_subjects: mean over the finished runs of the labelled subjects their splits hold (NaN if none).
+        n_volumes: test volumes pooled over folds and seeds.
+        class_mean / class_std: per-class Dice over the pooled volumes.
+        avg_mean / avg_std: the per-volume class average over the pooled volumes.
+        best: the highest ``avg_mean`` of its label amount.
+        p_value: on the best row only: paired t-test against ``compared_with`` on ``n_pairs`` volumes (None when
+            there is no second method or fewer than two pairs).
+    """
+
+    method: str
+    label: LabelAmount
+    runs_expected: tuple[str, ...]
+    runs_done: tuple[str, ...]
+    n_labelled_subjects: float
+    n_volumes: int
+    class_mean: tuple[float, ...]
+    class_std: tuple[float, ...]
+    avg_mean: float
+    avg_std: float
+    best: bool = False
+    p_value: float | None = None
+    compared_with: str = ""
+    n_pairs: int = 0
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(r for r in self.runs_expected if r not in self.runs_done)
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """The rows of a study table, in grid order (label amount, then method), with notes on missing runs."""
+
+    study_dir: Path
+    grid: StudyGrid
+    metric: DiceKind
+    class_names: tuple[str, ...]
+    rows: tuple[TableRow, ...]
+    notes: tuple[str, ...]
+
+    def markdown(self) -> str:
+        g = self.grid
+        metric = "3D Dice" if self.metric == "3d" else "per-slice Dice (authors' average)"
+        lines = [
+            f"# Semi-supervised study: {self.study_dir.name}",
+            "",
+            f"Protocol `{g.protocol}`, folds {', '.join(map(str, g.folds))}, seeds {', '.join(map(str, g.seeds))}; "
+            f"config `{g.config_path or '(defaults)'}`"
+            + (f"; overrides `{' '.join(g.base_overrides)}`" if g.base_overrides else "") + ".",
+            "",
+            f"Test {metric} of `best.pt`: mean ± std over the test volumes of all folds and seeds; *avg* is each "
+            "volume's average over the classes. **Bold**: best average per label amount. *p*: paired t-test "
+            "(`scipy.stats.ttest_rel`) of the best against the second-best method on per-volume average Dice, "
+            "paired by fold, seed and volume; \\* p < 0.05.",
+            "",
+            "| labelled | method | runs | volumes | " + " | ".join(self.class_names) + " | avg | p (best vs 2nd) |",
+            "|" + "---|" * (len(self.class_names) + 6),
+        ]
+        for row in self.rows:
+            label = _label_text(row)
+            runs = f"{len(row.runs_done)}/{len(row.runs_expected)}"
+            if not row.runs_done:
+                cells = [DASH] * (len(self.class_names) + 1)
+                lines.append(f"| {label} | {row.method} | {runs} | {DASH} | " + " | ".join(cells) + " | |")
+                continue
+            cells = [_pm(m, s) for m, s in zip(row.class_mean, row.class_std, strict=True)]
+            avg = _pm(row.avg_mean, row.avg_std)
+            if row.best:
+                avg = f"**{avg}**" + ("\\*" if row.p_value is not None and row.p_value < 0.05 else "")
+            p = ""
+            if row.best and row.p_value is not None:
+                p = f"{row.p_value:.3g} (vs {row.compared_with}, {row.n_pairs} pairs)"
+            elif row.best and row.compared_with:
+                p = f"{DASH} (vs {row.compared_with}, {row.n_pairs} pairs)"
+            lines.append(f"| {label} | {row.method} | {runs} | {row.n_volumes} | " + " | ".join(cells)
+                         + f" | {avg} | {p} |")
+        if self.notes:
+            lines += ["", "Notes:", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def write_csv(self, path: str | Path) -> Path:
+        out = Path(path)
+        with out.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["method", "labelled", "labelled_subjects_requested", "labelled_fraction_requested",
+                        "labelled_subjects", "runs_done", "runs_expected", "volumes"]
+                       + [f"{n}_{s}" for n in (*self.class_names, "avg") for s in ("mean", "std")]
+                       + ["best", "p_value", "compared_with", "pairs", "missing_runs"])
+            for r in self.rows:
+                stats: list[str] = []
+                for m, s in zip((*r.class_mean, r.avg_mean), (*r.class_std, r.avg_std), strict=True):
+                    stats += [_num(m), _num(s)]
+                w.writerow([r.method, r.label.key, r.label.subjects or "", r.label.fraction or "",
+                            _num(r.n_labelled_subjects), len(r.runs_done), len(r.runs_expected), r.n_volumes,
+                            *stats, int(r.best), "" if r.p_value is None else f"{r.p_value:.6g}", r.compared_with,
+                            r.n_pairs if r.compared_with else "", " ".join(r.missing)])
+        return out
+
+
+@dataclass(frozen=True)
+class TableFiles:
+    """Paths written by :func:`write_table`."""
+
+    markdown: Path
+    csv: Path
+    figure: Path
+
+
+def _pm(mean: float, std: float) -> str:
+    return DASH if not math.isfinite(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}" if math.isfinite(x) else ""
+
+
+def _label_text(row: TableRow) -> str:
+    if row.label.fraction and math.isfinite(row.n_labelled_subjects):
+        return f"{row.label.text} ({row.n_labelled_subjects:g} subjects)"
+    return row.label.text
+
+
+def _load_results(study_dir: Path, grid: StudyGrid) -> tuple[dict[str, RunResult], list[str]]:
+    results: dict[str, RunResult] = {}
+    notes: list[str] = []
+    for spec in grid.runs:
+        path = study_dir / spec.name / "result.json"
+        if not path.exists() or not is_study_result(path):
+            continue
+        try:
+            results[spec.name] = read_result(path.parent)
+        except StudyError as exc:
+            notes.append(f"{spec.name}: unreadable result ({exc}); counted as missing.")
+    return results, notes
+
+
+def _pooled(results: Sequence[RunResult], metric: DiceKind) -> dict[VolumeKey, tuple[tuple[float, ...], float]]:
+    """(fold, seed, subject, phase) -> (per-class Dice, class average) over the runs of one cell."""
+    return {(r.fold, r.seed, v.subject, v.phase): (v.dice(metric), v.mean_dice(metric))
+            for r in results for v in r.volumes}
+
+
+def paired_ttest(best: dict[VolumeKey, float], second: dict[VolumeKey, float]) -> tuple[float | None, int]:
+    """Two-sided paired t-test (``scipy.stats.ttest_rel``) on the volumes both have with finite values.
+
+    Returns:
+        (p-value, or None when fewer than two pairs or the test is undefined; the number of pairs).
+    """
+    from scipy.stats import ttest_rel
+
+    keys = sorted(k for k in best.keys() & second.keys() if math.isfinite(best[k]) and math.isfinite(second[k]))
+    if len(keys) < 2:
+        return None, len(keys)
+    p = float(ttest_rel([best[k] for k in keys], [second[k] for k in keys]).pvalue)
+    return (p if math.isfinite(p) else None), len(keys)
+
+
+def build_table(study_dir: str | Path, *, metric: DiceKind = "3d") -> StudyTable:
+    """Collect the study's ``result.json`` files into table rows (see the module docstring).
+
+    Raises:
+        StudyError: no ``study.json``, or runs that disagree on the class names.
+    """
+    root = Path(study_dir)
+    grid = StudyGrid.read(root)
+    results, notes = _load_results(root, grid)
+    class_names: tuple[str, ...] = ()
+    for r in results.values():
+        if class_names and r.class_names != class_names:
+            raise StudyError(f"{root / r.name / 'result.json'}: classes {list(r.class_names)} differ from "
+                             f"{list(class_names)} of the other runs")
+        class_names = class_names or r.class_names
+    rows: list[TableRow] = []
+    for label in grid.labels:
+        cell_rows: list[TableRow] = []
+        per_volume: dict[str, dict[VolumeKey, float]] = {}
+        for method in grid.methods:
+            expected = tuple(s.name for s in grid.runs if s.method == method and s.label == label)
+            done = [results[n] for n in expected if n in results]
+            pooled = _pooled(done, metric)
+            per_volume[method] = {k: avg for k, (_, avg) in pooled.items()}
+            n_classes = len(class_names)
+            columns = [[dice[c] for dice, _ in pooled.values()] for c in range(n_classes)]
+            averages = list(per_volume[method].values())
+            cell_rows.append(TableRow(
+                method=method, label=label, runs_expected=expected, runs_done=tuple(r.name for r in done),
+                n_labelled_subjects=finite_mean([r.n_labelled_subjects for r in done]), n_volumes=len(pooled),
+                class_mean=tuple(finite_mean(c) for c in columns), class_std=tuple(finite_std(c) for c in columns),
+                avg_mean=finite_mean(averages), avg_std=finite_std(averages),
+            ))
+            if not done:
+                notes.append(f"{method}, {label.text}: no finished runs ({len(expected)} expected).")
+            elif len(done) < len(expected):
+                missing = [n for n in expected if n not in results]
+                notes.append(f"{method}, {label.text}: {len(missing)} of {len(expected)} runs missing "
+                             f"({', '.join(missing)}); the row pools the others.")
+        ranked = sorted((r for r in cell_rows if math.isfinite(r.avg_mean)), key=lambda r: -r.avg_mean)
+        if ranked:
+            best = ranked[0]
+            p, pairs, other = None, 0, ""
+            if len(ranked) > 1:
+                other = ranked[1].method
+                p, pairs = paired_ttest(per_volume[best.method], per_volume[other])
+                if p is None:
+                    notes.append(f"{label.text}: no t-test of {best.method} vs {other} ({pairs} paired volumes).")
+            cell_rows = [dataclasses.replace(r, best=True, p_value=p, compared_with=other, n_pairs=pairs)
+                         if r is best else r for r in cell_rows]
+        rows += cell_rows
+    if not results:
+        notes.insert(0, "no finished runs yet.")
+    return StudyTable(study_dir=root, grid=grid, metric=metric, class_names=class_names, rows=tuple(rows),
+                      notes=tuple(notes))
+
+
+def plot_dice_vs_labels(table: StudyTable, path: str | Path) -> Path:
+    """Average test Dice (± std over volumes) against the number of labelled subjects, one line per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs_all: list[float] = []
+    for method in table.grid.methods:
+        points = sorted((r.n_labelled_subjects, r.avg_mean, r.avg_std) for r in table.rows
+                        if r.method == method and math.isfinite(r.avg_mean) and math.isfinite(r.n_labelled_subjects))
+        if not points:
+            continue
+        xs, ys, es = zip(*points, strict=True)
+        xs_all += xs
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=method)
+    if xs_all:
+        if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 4:
+            ax.set_xscale("log")
+        ticks = sorted(set(xs_all))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.legend(loc="best")
+    else:
+        ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("labelled training subjects")
+    kind = "3D" if table.metric == "3d" else "per-slice"
+    ax.set_ylabel(f"test {kind} Dice, class average")
+    ax.set_title(f"{table.study_dir.name} ({table.grid.protocol} protocol): mean ± std over test volumes",
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def write_table(study_dir: str | Path, *, metric: DiceKind = "3d") -> TableFiles:
+    """Write ``table.md``, ``table.csv`` and ``dice_vs_labels.png`` into the study folder."""
+    table = build_table(study_dir, metric=metric)
+    root = Path(study_dir)
+    md = root / "table.md"
+    md.write_text(table.markdown())
+    csv_path = table.write_csv(root / "table.csv")
+    figure = plot_dice_vs_labels(table, root / "dice_vs_labels.png")
+    return TableFiles(markdown=md, csv=csv_path, figure=figure)
