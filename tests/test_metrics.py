@@ -35,3 +35,18 @@ def test_hd95_known_shift_in_mm_and_pixels():
     assert hd95_per_class(pred, target, 2)[0] == pytest.approx(1.0)
     assert hd95_per_class(pred, pred, 2)[0] == 0.0
     assert np.isnan(hd95_per_class(np.zeros_like(target), target, 2)[0])
+
+
+def test_summary_of_a_never_predicted_structure_is_nan_without_warning() -> None:
+    import warnings
+
+    from sdnet.evaluation import EvaluationReport, VolumeScore
+
+    nan = float("nan")
+    vols = [VolumeScore(subject_id=f"s{i}", phase=0, dice_3d=np.array([0.0, 0.5]), dice_slice=np.array([0.0, 0.5]),
+                        hd95=np.array([nan, 2.0 + i])) for i in range(2)]
+    report = EvaluationReport(class_names=["RV", "LV"], volumes=vols, hd95_unit="px")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        means, _ = report.mean_std("hd95")
+    assert np.isnan(means[0]) and means[1] == 2.5

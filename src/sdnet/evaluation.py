@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +74,11 @@ class EvaluationReport:
         return np.stack([getattr(v, attr) for v in self.volumes]) if self.volumes else np.zeros((0, 0))
 
     def mean_std(self, kind: str = "3d") -> tuple[np.ndarray, np.ndarray]:
-        """Per-class mean and std over volumes (NaN-aware)."""
+        """Per-class mean and std over volumes (NaN-aware; a class with no finite value, e.g. HD95 of a structure
+        never predicted, is NaN without a warning)."""
         m = self._matrix({"3d": "dice_3d", "slice": "dice_slice", "hd95": "hd95"}[kind])
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(m, axis=0), np.nanstd(m, axis=0)
 
     def mean_dice(self, kind: str = "3d") -> float:
