@@ -25,6 +25,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,11 +119,14 @@ def run_in_subprocess(spec: CaseSpec, *, timeout_s: float = CASE_TIMEOUT_S) -> C
     env.update({"OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads),
                 "TORCHINDUCTOR_COMPILE_THREADS": "1"})
     command = [sys.executable, "-m", "benchmarks.cases", spec.to_json()]
-    try:
-        proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        return CaseResult(spec=json.loads(spec.to_json()), error=f"timed out after {timeout_s:.0f} s")
+    with tempfile.TemporaryDirectory(prefix="sdnet-bench-inductor-") as cache:
+        # torch.compile: an empty inductor cache, so that "compile s" is a first compilation, as on a fresh clone
+        env["TORCHINDUCTOR_CACHE_DIR"] = cache
+        try:
+            proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            return CaseResult(spec=json.loads(spec.to_json()), error=f"timed out after {timeout_s:.0f} s")
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return CaseResult.from_json(line[len(RESULT_PREFIX):])

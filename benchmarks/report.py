@@ -289,8 +289,8 @@ def acceptance_lines(results: Sequence[CaseResult], quality: QualityResult | Non
         e, lib = eager.measurements["iteration"], library.measurements["iteration"]
         ratio = e.median_s / lib.median_s
         state = "met" if ratio >= target else "NOT met"
-        ceiling = (f"; FLOPs eager / library = {e.flops / lib.flops:.2f}× (the ceiling of what dropping work can give "
-                   "at equal efficiency)" if e.flops and lib.flops else "")
+        ceiling = (f"; FLOPs eager / library = {e.flops / lib.flops:.2f}× (the speed-up that removing work alone "
+                   "gives when both run at the same FLOP rate)" if e.flops and lib.flops else "")
         lines.append(f"- training throughput, {config} config: library / eager = {ratio:.2f}× "
                      f"(target ≥ {target}×): {state}{ceiling}")
     peaks = reference_peaks(results)
@@ -362,15 +362,15 @@ NOTES = """\
   repetitions is chosen from the warm-up time to fit the run into its budget.
 - GFLOP counts convolutions and matrix products only (`torch.utils.flop_counter.FlopCounterMode`). The library
   does fewer FLOPs per iteration than the eager version (no extra U-Net passes), so its GFLOP/s can be lower while
-  it is faster; the FLOP ratio in the acceptance summary is the speed-up that removing work can give when both run
-  at the same efficiency — beyond it, only faster kernels help. "% of conv fwd+bwd" compares an achieved rate with
-  the machine's measured 3×3-convolution forward+backward rate.
+  it is faster; the FLOP ratio in the acceptance summary is the speed-up that removing work alone gives when both
+  run at the same FLOP rate — beyond it, only faster kernels (or less per-operation overhead) help.
+  "% of conv fwd+bwd" compares an achieved rate with the machine's measured 3×3-convolution forward+backward rate.
 - Inference: `simple` = eval mode + `torch.no_grad`; `inference-mode` = `torch.inference_mode` (what
   `sdnet.evaluation` uses); `channels-last` = + channels_last weights and input; `fold-bn` = + every
   Conv→BatchNorm pair folded into one convolution (`torch.nn.utils.fusion.fuse_conv_bn_eval`, eval only);
-  `compile` = `torch.compile` of the inference-mode function, its first call (compilation) timed separately as
-  "compile s"; a compiler failure is reported and the variant falls back to eager. At the paper configuration
-  only `segment` is measured (at 224 px `encode` runs the same U-Net).
+  `compile` = `torch.compile` of the inference-mode function, its first call (compilation, from an empty inductor
+  cache) timed separately as "compile s"; a compiler failure is reported and the variant falls back to eager.
+  At the paper configuration only `segment` is measured (at 224 px `encode` runs the same U-Net).
 - Peak RSS is `ru_maxrss` of a fresh process per case (torch and sdnet imports included, ~0.3 GB; inductor's
   compile workers are separate processes and not included).
 - Loss agreement on a fixed batch (`tests/test_benchmarks.py`): with the same weights and RNG the supervised-step
