@@ -253,17 +253,24 @@ def is_study_result(path: str | Path) -> bool:
     return isinstance(data, dict) and data.get("schema") == RESULT_SCHEMA
 
 
-def read_result(run_dir: str | Path) -> RunResult:
-    """Read a study run's ``result.json``; :class:`StudyError` (naming the file) when missing or malformed."""
-    path = Path(run_dir) / "result.json"
+def read_json_object(path: Path, *, what: str, missing: str = "missing") -> dict[str, Any]:
+    """The JSON object in ``path``; :class:`StudyError` naming the file when it is ``missing``, not JSON or not
+    an object (``what`` names the expected content)."""
     try:
         data = json.loads(path.read_text())
     except OSError:
-        raise StudyError(f"{path}: missing") from None
+        raise StudyError(f"{path}: {missing}") from None
     except json.JSONDecodeError as exc:
         raise StudyError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise StudyError(f"{path}: not a study result")
+        raise StudyError(f"{path}: not {what}")
+    return data
+
+
+def read_result(run_dir: str | Path) -> RunResult:
+    """Read a study run's ``result.json``; :class:`StudyError` (naming the file) when missing or malformed."""
+    path = Path(run_dir) / "result.json"
+    data = read_json_object(path, what="a study result")
     try:
         return RunResult.from_dict(data)
     except StudyError as exc:

@@ -43,6 +43,7 @@ from sdnet.study.results import (
     StudyError,
     evaluate_checkpoint,
     is_study_result,
+    read_json_object,
     volume_results,
     write_json,
 )
@@ -230,15 +231,8 @@ class StudyGrid:
     def read(cls, study_dir: str | Path) -> StudyGrid:
         """Read ``study.json``; :class:`StudyError` naming the file when it is missing or malformed."""
         path = Path(study_dir) / "study.json"
-        try:
-            data = json.loads(path.read_text())
-        except OSError:
-            raise StudyError(f"{path}: missing (is {study_dir} a study folder written by `sdnet experiment "
-                             "semi`?)") from None
-        except json.JSONDecodeError as exc:
-            raise StudyError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise StudyError(f"{path}: not a study definition")
+        data = read_json_object(path, what="a study definition", missing=f"missing (is {study_dir} a study folder "
+                                "written by `sdnet experiment semi`?)")
         try:
             return cls.from_dict(data)
         except StudyError as exc:
