@@ -18,18 +18,15 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `benchmarks` lives at the repository root, beside `src/`
-    sys.path.insert(0, str(ROOT))
+from benchmarks.cases import fold_batch_norm
+from benchmarks.cli import main as bench_main
+from benchmarks.eager import EagerSDNet
+from benchmarks.setups import IterationBatch, IterationBatches, build_trainer, run_config, sdnet_model
+from sdnet.config import ModelConfig, OptimConfig
+from sdnet.models import build_sdnet
+from sdnet.training.optim import AdamImplementation, KerasAdam
 
-from benchmarks.cases import fold_batch_norm  # noqa: E402
-from benchmarks.cli import main as bench_main  # noqa: E402
-from benchmarks.eager import EagerSDNet  # noqa: E402
-from benchmarks.setups import IterationBatch, IterationBatches, build_trainer, run_config, sdnet_model  # noqa: E402
-
-from sdnet.config import ModelConfig, OptimConfig  # noqa: E402
-from sdnet.models import build_sdnet  # noqa: E402
-from sdnet.training.optim import AdamImplementation, KerasAdam  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # `benchmarks` is importable from the root (pytest pythonpath ".")
 
 SUPERVISED = ("sup_segm", "sup_rec", "sup_kl", "sup_total")
 UNSUPERVISED = ("unsup_rec", "unsup_kl", "unsup_adv", "unsup_total")
