@@ -11,7 +11,6 @@ the arithmetic that matters here; element-wise work (BatchNorm, activations, los
 
 from __future__ import annotations
 
-import copy
 import json
 import resource
 import statistics
@@ -22,21 +21,19 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.eager import EagerSDNet
 from benchmarks.setups import IterationBatches, build_trainer, run_config, sdnet_model, synthetic_slices
-from sdnet.models import SDNet, build_sdnet
+from sdnet.models import SDNet, build_sdnet, fold_batch_norm
 from sdnet.training import Trainer
 from sdnet.training.optim import AdamImplementation, KerasAdam
 
 RESULT_PREFIX = "RESULT "
-ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 TRAIN_VARIANTS: tuple[str, ...] = ("eager", "library")
 """Training versions compared by the acceptance criteria."""
@@ -267,20 +264,6 @@ def _encoder(spec: CaseSpec, result: CaseResult) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- inference
-def fold_batch_norm(model: ModuleT) -> ModuleT:
-    """An eval-mode copy of ``model`` in which every ``Conv2d → BatchNorm2d`` pair of an ``nn.Sequential`` is one
-    ``Conv2d`` (``torch.nn.utils.fusion.fuse_conv_bn_eval``): the same function up to rounding, one pass less."""
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        if isinstance(module, nn.Sequential):
-            for i in range(len(module) - 1):
-                conv, bn = module[i], module[i + 1]
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                    module[i] = fuse_conv_bn_eval(conv, bn)
-                    module[i + 1] = nn.Identity()
-    return folded
-
-
 def _inference_functions(model: SDNet) -> dict[str, Callable[[Tensor], tuple[Tensor, ...]]]:
     def segment(x: Tensor) -> tuple[Tensor, ...]:
         return (model.segment(x).probabilities,)

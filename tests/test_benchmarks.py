@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.cases import fold_batch_norm
 from benchmarks.cli import main as bench_main
 from benchmarks.eager import EagerSDNet
 from benchmarks.setups import IterationBatch, IterationBatches, build_trainer, run_config, sdnet_model
 from sdnet.config import ModelConfig, OptimConfig
-from sdnet.models import build_sdnet
+from sdnet.models import build_sdnet, fold_batch_norm
 from sdnet.training.optim import AdamImplementation, KerasAdam
 
 ROOT = Path(__file__).resolve().parents[1]  # `benchmarks` is importable from the root (pytest pythonpath ".")

@@ -19,7 +19,7 @@ from sdnet.data.nifti import load_nifti, save_nifti
 from sdnet.data.pipeline import preprocess_volume
 from sdnet.data.volumes import DatasetInfo, Volume
 from sdnet.evaluation import predict_probabilities
-from sdnet.models import Segmenter
+from sdnet.models import Segmenter, for_inference
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def predict_nifti(
                     label=None, spacing=nii.spacing, affine=nii.affine, modality="", source=str(nii.path))
     info = DatasetInfo(name="input", labels=labels, modalities=())
     image, _ = preprocess_volume(volume, info, image_size, data_config)
-    probabilities = predict_probabilities(model, torch.from_numpy(image), batch_size=batch_size)
+    probabilities = predict_probabilities(for_inference(model), torch.from_numpy(image), batch_size=batch_size)
     classes = to_input_grid(probabilities, grid_steps(volume, data_config, image_size))  # (S, H, W)
     values = np.array(sorted(labels), dtype=np.uint8)
     mask = values[classes]

@@ -24,6 +24,7 @@ from sdnet.models.baselines import UNetSegmenter
 from sdnet.models.blocks import binarise, film, keras_init_
 from sdnet.models.decoder import FiLMDecoder
 from sdnet.models.discriminator import MaskDiscriminator
+from sdnet.models.fusion import fold_batch_norm, for_inference
 from sdnet.models.modality import ModalityCode, ModalityEncoder
 from sdnet.models.sdnet import Encoding, SDNet, SDNetOutput, Segmentation
 from sdnet.models.segmentor import Segmentor
@@ -47,6 +48,8 @@ __all__ = [
     "build_sdnet",
     "build_segmenter",
     "film",
+    "fold_batch_norm",
+    "for_inference",
     "keras_init_",
 ]
 
