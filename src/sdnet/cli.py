@@ -1,4 +1,4 @@
-"""The ``sdnet`` command line: ``phantom``, ``train``, ``evaluate``, ``predict``, ``experiment``.
+"""The ``sdnet`` command line: ``phantom``, ``train``, ``evaluate``, ``predict``, ``experiment``, ``analyse``.
 
 This module only parses arguments, builds configs and calls library functions. Errors caused by the user's input
 (paths, files, config keys, checkpoints) are printed as one line ``sdnet: error: ...`` with exit status 2.
@@ -172,6 +172,48 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="3D Dice per volume (default) or the authors' per-slice average")
 
 
+EPILOG_ANALYSE = """examples:
+  sdnet analyse transfer --checkpoint runs/mrct --out runs/mrct/analysis     # phantom MR <-> CT, vs the truth
+  sdnet analyse modality --checkpoint runs/mrct --modality MR+CT --out runs/mrct/analysis
+  sdnet analyse disentanglement --checkpoint runs/mrct                       # phantom: s invariance, probes
+  sdnet analyse arithmetic --checkpoint runs/acdc_cpu --out runs/acdc_cpu/analysis
+"""
+
+
+def _add_analyse(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "analyse",
+        help="analyses of the factors s and z: modality transfer, modality estimation, latent arithmetic",
+        description="Analyse a trained SDNet on its own subject split (paper §5.3-5.6): numbers on the split's "
+        "test subjects, JSON + Markdown + figures in --out.",
+        epilog=EPILOG_ANALYSE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    asub = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    helps = {
+        "transfer": "render each test anatomy with another subject's z of the other modality (g(s_A, z_B)); on a "
+        "multi-modality dataset (the phantom) score it against the true rendering, beside histogram matching",
+        "modality": "predict the modality from z with logistic regression (all dimensions and each alone), the "
+        "per-dimension posterior variance and KL, and the distance correlation of s and z",
+        "disentanglement": "on the phantom: invariance of s across the two renderings of one anatomy, what z "
+        "predicts of the true rendering and anatomical parameters (ridge R² on held-out subjects), dCor(s, z)",
+        "arithmetic": "anatomy-channel operations (move MYO into LV, swap, permute) and the z-interpolation grid "
+        "with its correlation and difference images (paper Figures 7 and 8)",
+    }
+    for name, text in helps.items():
+        a = asub.add_parser(name, help=text.split(";")[0], description=text)
+        a.add_argument("--checkpoint", required=True, type=Path, help="a run folder (best.pt) or a .pt file")
+        a.add_argument("--data", help="dataset folder, if it moved since training")
+        a.add_argument("--out", type=Path, help="output folder (default: <run>/analysis)")
+        if name in ("transfer", "disentanglement"):
+            a.add_argument("--modalities", default="MR,CT", help="the two renderings, comma-separated (default MR,CT)")
+        if name == "modality":
+            a.add_argument("--modality", default="MR+CT",
+                           help="renderings to tell apart, joined by '+' (default MR+CT; MR+BOLD for the subtle pair)")
+        if name == "arithmetic":
+            a.add_argument("--images", type=int, default=3, help="test images in the channel figure (default 3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdnet",
@@ -185,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_predict(sub)
     _add_experiment(sub)
+    _add_analyse(sub)
     return parser
 
 
@@ -240,25 +283,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from sdnet.config import apply_overrides
-    from sdnet.data.pipeline import prepare_data
-    from sdnet.data.splits import Split
-    from sdnet.training import load_model
-    from sdnet.visualise import decomposition_figure
+    from sdnet.evaluation import evaluate_checkpoint
+    from sdnet.visualise import decomposition_figure, training_curves
 
-    model, config, state = load_model(args.checkpoint)
-    if args.data is not None:
-        config = apply_overrides(config, [f"data.root={json.dumps(str(args.data))}"])
-    split = Split.from_dict(state["split"])
-    data = prepare_data(config.data, image_size=config.model.image_size, n_classes=config.model.n_classes,
-                        split=split)
-    volumes = data.test if args.split == "test" else data.val
-    if not volumes:
-        raise SDNetError(f"no labelled {args.split} volumes in {config.data.root}")
-    from sdnet.evaluation import evaluate_volumes
-
-    class_names = [str(n) for n in state["class_names"]]
-    report = evaluate_volumes(model, volumes, class_names=class_names)
+    evaluation = evaluate_checkpoint(args.checkpoint, part=args.split, data_root=args.data)
+    report, volumes, class_names = evaluation.report, evaluation.volumes, list(evaluation.class_names)
     ckpt = Path(args.checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
     out = args.out or run_dir / f"eval_{args.split}"
@@ -278,14 +307,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             picks.append((vol.image[int(fg.argmax())], vol.label[int(fg.argmax())]))
         images = torch.stack([p[0] for p in picks])
         labels = torch.stack([p[1] for p in picks])
-        fig = decomposition_figure(model, images, labels, out / "decomposition.png", class_names=class_names,
+        fig = decomposition_figure(evaluation.model, images, labels, out / "decomposition.png",
+                                   class_names=class_names,
                                    title=f"{args.split} subjects: input, anatomy channels s, reconstruction, masks")
         print(f"figure: {fig}")
-    history = state.get("history") or []
-    if history:
-        from sdnet.visualise import training_curves
-
-        training_curves(history, out / "training_curves.png")
+    if evaluation.history:
+        training_curves(list(evaluation.history), out / "training_curves.png")
     print(f"wrote {csv_path} and {md_path}")
     return 0
 
@@ -344,12 +371,40 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyse(args: argparse.Namespace) -> int:
+    from sdnet.analysis import runs
+
+    ckpt = Path(args.checkpoint)
+    out = args.out or (ckpt if ckpt.is_dir() else ckpt.parent) / "analysis"
+    if args.analysis == "transfer":
+        pair = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+        if len(pair) != 2:
+            raise SDNetError(f"--modalities needs two names, got {args.modalities!r}")
+        runs.analyse_transfer(ckpt, out, data_root=args.data, modalities=(pair[0], pair[1]))
+        name = "transfer"
+    elif args.analysis == "disentanglement":
+        pair = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+        if len(pair) != 2:
+            raise SDNetError(f"--modalities needs two names, got {args.modalities!r}")
+        runs.analyse_disentanglement(ckpt, out, data_root=args.data, modalities=(pair[0], pair[1]))
+        name = "disentanglement"
+    elif args.analysis == "modality":
+        runs.analyse_modality(ckpt, out, data_root=args.data, modality=args.modality)
+        name = "modality"
+    else:
+        runs.analyse_arithmetic(ckpt, out, data_root=args.data, images=args.images)
+        name = "arithmetic"
+    print((out / f"{name}.md").read_text(), end="")
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     commands = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "experiment": cmd_experiment}
+                "experiment": cmd_experiment, "analyse": cmd_analyse}
     try:
         return commands[args.command](args)
     except SDNetError as exc:

@@ -162,7 +162,15 @@ class DataConfig:
         format: dataset layout: ``phantom`` (written by ``sdnet phantom``), ``acdc`` (the ACDC challenge release:
             patientXXX/Info.cfg, frames, _gt, 4D cine), ``ssl4mis`` (the SSL4MIS HDF5 release of ACDC) or
             ``nnunet`` (an nnU-Net raw folder: dataset.json, imagesTr/, labelsTr/, imagesTs/).
-        modality: which rendering of a multi-modality dataset to use (``MR`` or ``CT`` for the phantom).
+        modality: which rendering(s) of a multi-modality dataset to use: one name (``MR`` or ``CT`` for the
+            phantom) or several joined by ``+`` (``MR+CT``: multimodal training, paper §5.3; a subject's renderings
+            share its subject id, so they always land in the same part of the split).
+        modality_mix: with several modalities, the fraction of the *training* subjects whose images of each
+            modality are used, e.g. ``MR:1.0,CT:0.125`` (paper Table 3; empty = every training subject in every
+            modality). The subjects are taken from one seeded order in consecutive blocks, modality after modality
+            (wrapping around), so the blocks are disjoint when the fractions sum to at most 1 (no subject seen in
+            two modalities, as in MM-WHS) and overlap otherwise. A non-zero fraction takes at least one subject.
+            Validation and test subjects are always scored in every modality.
         split: ``random`` (seeded subject-level split by val/test fractions) or ``ssl4mis`` (the release's fixed
             70/10/20 patient lists; format ``ssl4mis`` only).
         subject_pattern: nnU-Net only: a regular expression whose first group extracts the subject id from a case
@@ -196,6 +204,7 @@ class DataConfig:
     root: str = ""
     format: Literal["phantom", "acdc", "ssl4mis", "nnunet"] = "phantom"
     modality: str = "MR"
+    modality_mix: str = ""
     split: Literal["random", "ssl4mis"] = "random"
     subject_pattern: str = ""
     target_spacing_mm: float = 1.37
@@ -220,6 +229,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.fold < 0:
             raise ConfigError(f"data.fold must be >= 0, got {self.fold}")
+        mix = self.mix()  # validates data.modality and data.modality_mix
+        if mix and sum(mix.values()) <= 0:
+            raise ConfigError(f"data.modality_mix={self.modality_mix!r} uses no training images")
         if self.format not in ("phantom", "acdc", "ssl4mis", "nnunet"):
             raise ConfigError(f"data.format must be phantom, acdc, ssl4mis or nnunet, got {self.format!r}")
         if self.split not in ("random", "ssl4mis"):
@@ -245,6 +257,40 @@ class DataConfig:
             raise ConfigError(f"data.labelled_phases must be ed_es or all, got {self.labelled_phases!r}")
         if not 0 <= self.augment_rotation <= 180:
             raise ConfigError(f"data.augment_rotation must lie in [0, 180], got {self.augment_rotation}")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modality names of ``modality``, in order (``MR+CT`` -> ``("MR", "CT")``)."""
+        names = tuple(m.strip() for m in self.modality.split("+"))
+        if not names or any(not m for m in names) or len(set(names)) != len(names):
+            raise ConfigError(f"data.modality must be a name or distinct names joined by '+', got {self.modality!r}")
+        return names
+
+    def mix(self) -> dict[str, float]:
+        """``modality_mix`` parsed: modality -> fraction of the training subjects (empty when not set).
+
+        Raises:
+            ConfigError: malformed entries, a modality not in ``modality``, a fraction outside [0, 1].
+        """
+        names = self.modalities
+        if not self.modality_mix.strip():
+            return {}
+        out: dict[str, float] = {}
+        for item in self.modality_mix.split(","):
+            name, sep, value = item.partition(":")
+            name = name.strip()
+            try:
+                fraction = float(value)
+            except ValueError:
+                fraction = float("nan")
+            if not sep or name not in names or name in out or not 0 <= fraction <= 1:
+                raise ConfigError(f"data.modality_mix must list 'MODALITY:FRACTION' pairs (fractions in [0, 1]) for "
+                                  f"the modalities {list(names)}, got {self.modality_mix!r}")
+            out[name] = fraction
+        missing = [m for m in names if m not in out]
+        if missing:
+            raise ConfigError(f"data.modality_mix={self.modality_mix!r} gives no fraction for {missing}")
+        return out
 
 
 @dataclass(frozen=True)

@@ -17,3 +17,7 @@ class DataError(SDNetError):
 
 class CheckpointError(SDNetError):
     """A checkpoint is missing, corrupt, or contains something other than plain tensors and values."""
+
+
+class AnalysisError(SDNetError, ValueError):
+    """An analysis of the factors cannot run on the given model or data (also a ``ValueError``)."""

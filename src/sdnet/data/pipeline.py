@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from sdnet.config import DataConfig
 from sdnet.data.readers import read_acdc, read_nnunet, read_ssl4mis, ssl4mis_split_lists
 from sdnet.data.sampling import SliceSet
-from sdnet.data.splits import Split, fixed_split, split_subjects
+from sdnet.data.splits import Split, fixed_split, modality_blocks, split_subjects
 from sdnet.data.transforms import center_crop_or_pad, normalise_intensity
 from sdnet.data.volumes import DatasetInfo, Volume, read_phantom
 from sdnet.errors import DataError
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PreparedVolume:
-    """A preprocessed volume for evaluation: image (S, 1, H, W) in [−1, 1], label (S, H, W) class indices, and
-    the voxel size (dy, dx, dz) in mm of that grid (None when unknown)."""
+    """A preprocessed volume for evaluation: image (S, 1, H, W) in [−1, 1], label (S, H, W) class indices, the
+    voxel size (dy, dx, dz) in mm of that grid (None when unknown) and its modality (``""`` when not given)."""
 
     subject_id: str
     phase: int
@@ -40,6 +40,7 @@ class PreparedVolume:
     label: torch.Tensor
     spacing: tuple[float, float, float] | None
     source: str
+    modality: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,10 @@ def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
     if not config.root:
         raise DataError("no dataset given: pass --data DIR (or set data.root in the config)")
     if config.format == "phantom":
-        return read_phantom(config.root, modality=config.modality, labelled_phases=config.labelled_phases)
+        return read_phantom(config.root, modality=config.modalities, labelled_phases=config.labelled_phases)
+    if len(config.modalities) > 1:
+        raise DataError(f"data.modality={config.modality!r}: several modalities need a multi-modality dataset "
+                        f"(format phantom), not format {config.format!r}")
     if config.format == "acdc":
         return read_acdc(config.root, include_unlabelled=config.use_unlabelled,
                          unlabelled_frames=config.unlabelled_frames)
@@ -153,7 +157,8 @@ def effective_spacing(volume: Volume, config: DataConfig) -> tuple[float, float,
 @dataclass(frozen=True)
 class PreprocessedVolume:
     """A volume after :func:`preprocess_volume`: image (S, 1, H, W) float32 in [−1, 1], label (S, H, W) class
-    indices or None, its voxel size after preprocessing (None when unknown), and where it came from."""
+    indices or None, its voxel size after preprocessing (None when unknown), where it came from and its
+    modality."""
 
     subject_id: str
     phase: int
@@ -161,9 +166,10 @@ class PreprocessedVolume:
     label: np.ndarray | None
     spacing: tuple[float, float, float] | None
     source: str
+    modality: str = ""
 
 
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: volumes carry their modality
 
 
 def _cache_path(config: DataConfig, image_size: int) -> Path | None:
@@ -201,7 +207,7 @@ def load_preprocessed(config: DataConfig, image_size: int) -> tuple[DatasetInfo,
                         subject_id=v["subject_id"], phase=v["phase"], image=z[f"image_{i}"],
                         label=z[f"label_{i}"].astype(np.int64) if v["labelled"] else None,
                         spacing=tuple(v["spacing"]) if v["spacing"] else None,
-                        source=v["source"],
+                        source=v["source"], modality=v["modality"],
                     )
                     for i, v in enumerate(meta["volumes"])
                 ]
@@ -217,14 +223,16 @@ def load_preprocessed(config: DataConfig, image_size: int) -> tuple[DatasetInfo,
     for v in raw:
         image, label = preprocess_volume(v, info, image_size, config)
         volumes.append(PreprocessedVolume(subject_id=v.subject_id, phase=v.phase, image=image, label=label,
-                                          spacing=effective_spacing(v, config), source=v.source))
+                                          spacing=effective_spacing(v, config), source=v.source,
+                                          modality=v.modality))
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             meta = {"name": info.name, "labels": {str(k): n for k, n in info.labels.items()},
                     "modalities": list(info.modalities),
                     "volumes": [{"subject_id": p.subject_id, "phase": p.phase, "labelled": p.label is not None,
-                                 "spacing": list(p.spacing) if p.spacing else None, "source": p.source}
+                                 "spacing": list(p.spacing) if p.spacing else None, "source": p.source,
+                                 "modality": p.modality}
                                 for p in volumes]}
             arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
             for i, p in enumerate(volumes):
@@ -301,6 +309,7 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
             fold=config.fold,
         )
     labelled_ids, train_ids = set(split.labelled), set(split.train)
+    blocks = modality_blocks(split.train, config.mix(), seed=config.split_seed) if config.mix() else None
     labelled: list[tuple[np.ndarray, np.ndarray | None, str]] = []
     unlabelled: list[tuple[np.ndarray, None, str]] = []
     all_train_masks: list[tuple[np.ndarray, np.ndarray | None, str]] = []
@@ -310,6 +319,8 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
         sid = volume.subject_id
         image, label = volume.image, volume.label
         if sid in train_ids:
+            if blocks is not None and sid not in blocks.get(volume.modality, ()):
+                continue  # this subject's images of this modality are not part of the mixture
             if label is not None:
                 all_train_masks.append((image, label, sid))
             if sid in labelled_ids and label is not None:
@@ -326,6 +337,7 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
                 label=torch.from_numpy(label),
                 spacing=volume.spacing,
                 source=volume.source,
+                modality=volume.modality,
             )
             (val if sid in split.val else test).append(prepared)
     if not labelled:

@@ -125,3 +125,31 @@ def fixed_split(
     order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
     return Split(train=tuple(ids), val=tuple(sorted(set(val))), test=tuple(sorted(set(test))),
                  labelled=tuple(sorted(order[:n_lab])))
+
+
+def modality_blocks(train: Sequence[str], mix: Mapping[str, float], *, seed: int) -> dict[str, frozenset[str]]:
+    """Which training subjects contribute images of each modality (multimodal training, paper Table 3).
+
+    The training subjects are put in one seeded order; each modality in turn takes the next
+    ``max(1, round(fraction * n))`` subjects (none for fraction 0), wrapping around at the end. Fractions summing to
+    at most 1 therefore give disjoint subject sets (no anatomy seen in two modalities, as in MM-WHS where MR and CT
+    come from different people); larger sums overlap.
+
+    Args:
+        train: training subject ids.
+        mix: modality -> fraction of the training subjects in [0, 1], in the order of ``data.modality``.
+        seed: seed of the order (the split seed).
+
+    Returns:
+        modality -> subject ids.
+    """
+    order = sorted(train)
+    np.random.default_rng(seed + 7919).shuffle(order)  # offset: not the order of the labelled-subject draw
+    n = len(order)
+    out: dict[str, frozenset[str]] = {}
+    start = 0
+    for modality, fraction in mix.items():
+        count = 0 if fraction <= 0 or n == 0 else min(n, max(1, round(fraction * n)))
+        out[modality] = frozenset(order[(start + i) % n] for i in range(count))
+        start += count
+    return out

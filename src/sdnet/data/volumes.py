@@ -8,6 +8,7 @@ sampling, evaluation) works on these and never on a reader's file layout.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,18 +96,20 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_phantom(
-    root: str | Path, *, modality: str = "MR", labelled_phases: str = "ed_es"
+    root: str | Path, *, modality: str | Sequence[str] = "MR", labelled_phases: str = "ed_es"
 ) -> tuple[DatasetInfo, list[Volume]]:
     """Read a phantom folder written by :func:`sdnet.data.phantom.write_phantom`.
 
     Args:
         root: folder containing ``phantom.json``.
-        modality: which rendering to read (``MR``, ``CT``, ...).
+        modality: which rendering(s) to read (``MR``, ``CT``, ... or several, e.g. ``("MR", "CT")``: every
+            subject's volumes in each modality, sharing the subject id).
         labelled_phases: ``ed_es`` keeps masks only for the ED and ES frames (as in ACDC; the other frames are
             returned unlabelled), ``all`` keeps every frame's mask.
 
     Returns:
-        (dataset info, volumes sorted by subject and phase).
+        (dataset info naming the modalities read, volumes sorted by subject, modality (in the order asked) and
+        phase).
 
     Raises:
         DataError: missing folder or files, a corrupt file, mismatching shapes, unknown labels.
@@ -128,40 +131,53 @@ def read_phantom(
         subjects = list(meta["subjects"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DataError(f"{meta_path}: missing or malformed entry ({exc})") from None
-    if modality not in modalities:
-        raise DataError(f"{meta_path}: modality {modality!r} not in the phantom's modalities {list(modalities)}")
+    wanted = (modality,) if isinstance(modality, str) else tuple(modality)
+    unknown = [m for m in wanted if m not in modalities]
+    if unknown or not wanted:
+        raise DataError(f"{meta_path}: modality {unknown or list(wanted)} not in the phantom's modalities "
+                        f"{list(modalities)}")
     if not subjects:
         raise DataError(f"{meta_path}: the dataset lists no subjects")
-    info = DatasetInfo(name=str(meta.get("format", "sdnet-phantom")), labels=labels, modalities=modalities)
+    info = DatasetInfo(name=str(meta.get("format", "sdnet-phantom")), labels=labels, modalities=wanted)
     volumes: list[Volume] = []
     for entry in subjects:
-        try:
-            sid = str(entry["id"])
-            image_files = list(entry["files"][modality])
-            label_files = list(entry["files"]["label"])
-            keep = {int(entry["ed_phase"]), int(entry["es_phase"])}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{meta_path}: malformed subject entry ({exc})") from None
-        if len(image_files) != len(label_files):
-            raise DataError(f"{meta_path}: subject {sid} lists {len(image_files)} images but {len(label_files)} labels")
-        for phase, (image_rel, label_rel) in enumerate(zip(image_files, label_files, strict=True)):
-            img = load_nifti(base / image_rel)
-            labelled = labelled_phases == "all" or phase in keep
-            label: np.ndarray | None = None
-            if labelled:
-                lab = load_nifti(base / label_rel, as_labels=True)
-                label = np.ascontiguousarray(np.moveaxis(lab.data, 2, 0))
-            volume = Volume(
-                subject_id=sid,
-                phase=phase,
-                image=np.ascontiguousarray(np.moveaxis(img.data, 2, 0)),
-                label=label,
-                spacing=img.spacing,
-                affine=img.affine,
-                modality=modality,
-                source=str(img.path),
-                label_source=str(base / label_rel) if labelled else "",
-            )
-            check_volume(volume, info)
-            volumes.append(volume)
+        for name in wanted:
+            volumes.extend(_phantom_subject_volumes(base, meta_path, entry, name, labelled_phases, info))
     return info, volumes
+
+
+def _phantom_subject_volumes(
+    base: Path, meta_path: Path, entry: Any, modality: str, labelled_phases: str, info: DatasetInfo
+) -> list[Volume]:
+    """The volumes (one per phase) of one phantom subject in one modality."""
+    try:
+        sid = str(entry["id"])
+        image_files = list(entry["files"][modality])
+        label_files = list(entry["files"]["label"])
+        keep = {int(entry["ed_phase"]), int(entry["es_phase"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{meta_path}: malformed subject entry ({exc})") from None
+    if len(image_files) != len(label_files):
+        raise DataError(f"{meta_path}: subject {sid} lists {len(image_files)} images but {len(label_files)} labels")
+    volumes = []
+    for phase, (image_rel, label_rel) in enumerate(zip(image_files, label_files, strict=True)):
+        img = load_nifti(base / image_rel)
+        labelled = labelled_phases == "all" or phase in keep
+        label: np.ndarray | None = None
+        if labelled:
+            lab = load_nifti(base / label_rel, as_labels=True)
+            label = np.ascontiguousarray(np.moveaxis(lab.data, 2, 0))
+        volume = Volume(
+            subject_id=sid,
+            phase=phase,
+            image=np.ascontiguousarray(np.moveaxis(img.data, 2, 0)),
+            label=label,
+            spacing=img.spacing,
+            affine=img.affine,
+            modality=modality,
+            source=str(img.path),
+            label_source=str(base / label_rel) if labelled else "",
+        )
+        check_volume(volume, info)
+        volumes.append(volume)
+    return volumes

@@ -7,11 +7,9 @@ ending with a test evaluation in ``result.json``; ``table`` turns a study folder
 from sdnet.study.results import (
     RESULT_SCHEMA,
     STUDY_SCHEMA,
-    CheckpointEvaluation,
     RunResult,
     StudyError,
     VolumeResult,
-    evaluate_checkpoint,
     read_result,
 )
 from sdnet.study.semi import (
@@ -38,7 +36,6 @@ __all__ = [
     "PROTOCOLS",
     "RESULT_SCHEMA",
     "STUDY_SCHEMA",
-    "CheckpointEvaluation",
     "LabelAmount",
     "RunEvent",
     "RunOutcome",
@@ -53,7 +50,6 @@ __all__ = [
     "TableRow",
     "VolumeResult",
     "build_table",
-    "evaluate_checkpoint",
     "execute_run",
     "labelled_fractions",
     "labelled_subjects",

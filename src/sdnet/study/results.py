@@ -47,11 +47,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sdnet.config import RunConfig
-from sdnet.data.pipeline import PreparedVolume, prepare_data
-from sdnet.data.splits import Split
 from sdnet.errors import SDNetError
-from sdnet.evaluation import EvaluationReport, evaluate_volumes
+from sdnet.evaluation import EvaluationReport
 
 RESULT_SCHEMA = "sdnet.study.run/1"
 STUDY_SCHEMA = "sdnet.study/1"
@@ -275,59 +272,6 @@ def read_result(run_dir: str | Path) -> RunResult:
         return RunResult.from_dict(data)
     except StudyError as exc:
         raise StudyError(f"{path}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class CheckpointEvaluation:
-    """The scores of a checkpoint on one part of its saved split, with the config and split it was trained with."""
-
-    report: EvaluationReport
-    config: RunConfig
-    split: Split
-    volumes: tuple[PreparedVolume, ...]
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    *,
-    part: Literal["test", "val"] = "test",
-    volumes: Sequence[PreparedVolume] | None = None,
-    data_root: str | Path | None = None,
-    device: str = "cpu",
-    with_hd95: bool = True,
-) -> CheckpointEvaluation:
-    """Score a checkpoint (a ``.pt`` file or a run folder, where ``best.pt`` is used) on its own test subjects.
-
-    The model, config, class names and subject split come from the checkpoint, as in ``sdnet evaluate``.
-
-    Args:
-        checkpoint: ``best.pt`` / ``last.pt`` or a run folder.
-        part: which subjects of the saved split: ``test`` (default) or ``val``.
-        volumes: already prepared volumes of that part (e.g. ``trainer.data.test``); read from the dataset when
-            omitted.
-        data_root: dataset folder when it moved since training (default: the one in the checkpoint's config).
-        device: torch device of the evaluation.
-        with_hd95: also compute HD95 per class.
-
-    Raises:
-        StudyError: when the split holds no labelled volumes of that part.
-    """
-    from sdnet.config import apply_overrides
-    from sdnet.training import load_model
-
-    model, config, state = load_model(checkpoint, device=device)
-    if data_root is not None:
-        config = apply_overrides(config, [f"data.root={json.dumps(str(data_root))}"])
-    split = Split.from_dict(state["split"])
-    if volumes is None:
-        data = prepare_data(config.data, image_size=config.model.image_size, n_classes=config.model.n_classes,
-                            split=split)
-        volumes = data.test if part == "test" else data.val
-    if not volumes:
-        raise StudyError(f"{checkpoint}: no labelled {part} volumes in {config.data.root}")
-    class_names = [str(n) for n in state["class_names"]]
-    report = evaluate_volumes(model, volumes, class_names=class_names, with_hd95=with_hd95)
-    return CheckpointEvaluation(report=report, config=config, split=split, volumes=tuple(volumes))
 
 
 def volume_results(report: EvaluationReport) -> tuple[VolumeResult, ...]:

@@ -37,11 +37,11 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from sdnet.config import ConfigError, RunConfig, apply_overrides, load_config, to_dict
+from sdnet.evaluation import evaluate_checkpoint
 from sdnet.study.results import (
     STUDY_SCHEMA,
     RunResult,
     StudyError,
-    evaluate_checkpoint,
     is_study_result,
     read_json_object,
     volume_results,

@@ -1,0 +1,432 @@
+"""Analyses of a trained checkpoint on its own data split, written to a folder (what ``sdnet analyse`` runs).
+
+Each ``analyse_*`` function loads what it needs (model, saved config and subject split, preprocessed volumes),
+calls the analysis functions of :mod:`sdnet.analysis`, and writes a JSON file with the numbers, a short Markdown
+summary and its figures. Training images (of the saved split's training subjects) fit anything that is fitted (the
+modality probe); numbers are reported on held-out subjects (the split's test subjects) only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sdnet.config import RunConfig, apply_overrides
+from sdnet.data.pipeline import PreprocessedVolume, load_preprocessed
+from sdnet.data.splits import Split
+from sdnet.errors import SDNetError
+from sdnet.models import SDNet
+
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    """A checkpoint's model with its data: the preprocessed volumes of the saved split, by part.
+
+    Attributes:
+        model: the trained SDNet (eval mode).
+        config: the run's config (with the data overrides of the analysis applied).
+        split: the saved subject split.
+        class_names: foreground class names 1..L.
+        train / test: preprocessed volumes of the training / test subjects (every phase, labelled or not, every
+            modality read).
+    """
+
+    model: SDNet
+    config: RunConfig
+    split: Split
+    class_names: tuple[str, ...]
+    train: tuple[PreprocessedVolume, ...]
+    test: tuple[PreprocessedVolume, ...]
+
+
+def load_analysis_input(checkpoint: str | Path, *, data_root: str | Path | None = None,
+                        modality: str | None = None) -> AnalysisInput:
+    """Load a checkpoint, its config and split, and the volumes of its training and test subjects.
+
+    Args:
+        checkpoint: a ``.pt`` file or a run folder (``best.pt``).
+        data_root: the dataset folder when it moved since training.
+        modality: read these modalities instead of the trained ones (e.g. ``MR+CT`` for a transfer study).
+
+    Raises:
+        SDNetError: the checkpoint is not an SDNet (a baseline U-Net has no factors to analyse), or the data
+            cannot be read.
+    """
+    from sdnet.training import load_model  # the trainer imports the library; keep this module below it
+
+    model, config, state = load_model(checkpoint)
+    if not isinstance(model, SDNet):
+        raise SDNetError(f"{checkpoint}: a {type(model).__name__} has no anatomy and modality factors to analyse "
+                         f"(train.method={config.train.method}); analyse an SDNet checkpoint")
+    overrides = []
+    if data_root is not None:
+        overrides.append(f"data.root={json.dumps(str(data_root))}")
+    if modality is not None:
+        overrides += [f"data.modality={json.dumps(modality)}", 'data.modality_mix=""']
+    if overrides:
+        config = apply_overrides(config, overrides)
+    split = Split.from_dict(state["split"])
+    _, volumes = load_preprocessed(config.data, config.model.image_size)
+    model.eval()
+    train = tuple(v for v in volumes if v.subject_id in set(split.train))
+    test = tuple(v for v in volumes if v.subject_id in set(split.test))
+    if not test:
+        raise SDNetError(f"{config.data.root}: none of the checkpoint's {len(split.test)} test subjects found")
+    return AnalysisInput(model=model, config=config, split=split,
+                         class_names=tuple(str(n) for n in state["class_names"]), train=train, test=test)
+
+
+def _prepared(volumes: Sequence[PreprocessedVolume]) -> list[Any]:
+    from sdnet.data.pipeline import PreparedVolume
+
+    return [PreparedVolume(subject_id=v.subject_id, phase=v.phase, image=torch.from_numpy(v.image),
+                           label=torch.from_numpy(v.label), spacing=v.spacing, source=v.source, modality=v.modality)
+            for v in volumes if v.label is not None]
+
+
+def _fmt(pair: tuple[float, float], digits: int = 3) -> str:
+    mean, std = pair
+    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _write(out: Path, name: str, numbers: dict[str, Any], lines: list[str]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    json_path.write_text(json.dumps(numbers, indent=1, default=float))
+    md_path.write_text("\n".join(lines) + "\n")
+    return json_path, md_path
+
+
+def analyse_transfer(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
+                     modalities: tuple[str, str] = ("MR", "CT"), figure_slices: int = 4) -> dict[str, Any]:
+    """Modality transfer both ways between two renderings of the same test subjects (the phantom), scored against
+    the true rendering, beside the histogram-matching baseline; writes ``transfer.json``, ``transfer.md`` and
+    ``transfer.png``.
+
+    Returns:
+        The numbers written to ``transfer.json``: one entry per direction (see
+        :class:`~sdnet.analysis.transfer.TransferScores`).
+    """
+    from sdnet.analysis.transfer import histogram_matched, score_transfer, transfer
+
+    a, b = modalities
+    data = load_analysis_input(checkpoint, data_root=data_root, modality=f"{a}+{b}")
+    test = _prepared(data.test)
+    n_classes = len(data.class_names) + 1
+    results = {f"{src}->{dst}": asdict(score_transfer(data.model, test, source=src, target=dst, n_classes=n_classes))
+               for src, dst in ((a, b), (b, a))}
+    lines = [f"# Modality transfer ({checkpoint})", "",
+             f"Test subjects of the saved split ({len({v.subject_id for v in test})}), every labelled phase and "
+             "slice; the modality image is the same slice of the next test subject. PSNR (dB) / SSIM against the "
+             "true rendering of the anatomy in the target modality, mean ± std over slices; Dice: the model's "
+             "segmentation of the transferred image vs. the anatomy's mask (of the source image, for reference).", "",
+             "| direction | slices | PSNR transfer | PSNR hist. matching | SSIM transfer | SSIM hist. matching "
+             "| Dice transferred | Dice source |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['n_slices']} | {_fmt(r['psnr'], 2)} | {_fmt(r['baseline_psnr'], 2)} | "
+                     f"{_fmt(r['ssim'])} | {_fmt(r['baseline_ssim'])} | {r['dice_transfer']:.3f} | "
+                     f"{r['dice_source']:.3f} |")
+    out_dir = Path(out)
+    _write(out_dir, "transfer", {"checkpoint": str(checkpoint), "directions": results}, lines)
+    # figure: anatomy image A, modality image B, g(s_A, z_B), histogram matching, truth
+    by_key = {(v.subject_id, v.phase, v.modality): v for v in test}
+    subjects = sorted({v.subject_id for v in test})
+    rows: list[list[np.ndarray]] = []
+    for src, dst in ((a, b), (b, a)):
+        for sid in subjects[: max(1, figure_slices // 2)]:
+            other = subjects[(subjects.index(sid) + 1) % len(subjects)]
+            phase = next(v.phase for v in test if v.subject_id == sid and v.modality == src)
+            va, vb, vt = by_key[(sid, phase, src)], by_key.get((other, phase, dst)), by_key[(sid, phase, dst)]
+            if vb is None:
+                continue
+            k = int((va.label > 0).flatten(1).sum(1).argmax())
+            moved = transfer(data.model, va.image[k:k + 1], vb.image[k:k + 1])[0, 0].numpy()
+            hm = histogram_matched(va.image[k, 0].numpy(), vb.image[k, 0].numpy())
+            rows.append([va.image[k, 0].numpy(), vb.image[k, 0].numpy(), moved, hm, vt.image[k, 0].numpy()])
+    _image_grid(rows, ["anatomy image A", "modality image B", "g(s_A, z_B)", "histogram matching", "truth"],
+                out_dir / "transfer.png")
+    return results
+
+
+def _image_grid(rows: list[list[np.ndarray]], titles: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), len(titles), figsize=(2.0 * len(titles), 2.0 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(image, cmap="gray", vmin=-1, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@torch.inference_mode()
+def _encode_mu(model: SDNet, volumes: Sequence[PreprocessedVolume], batch_size: int = 32) -> tuple[np.ndarray, ...]:
+    """μ, log σ² (each (N, n_z)) and the flattened anatomy maps (N, C·H·W, subsampled to 16×16) of every slice."""
+    mus, logvars, anatomies = [], [], []
+    device = next(model.parameters()).device
+    images = torch.from_numpy(np.concatenate([v.image for v in volumes])) if volumes else torch.zeros(0, 1, 1, 1)
+    for start in range(0, images.shape[0], batch_size):
+        enc = model.encode(images[start:start + batch_size].to(device), sample=False)
+        mus.append(enc.modality.mu.cpu())
+        logvars.append(enc.modality.logvar.cpu())
+        small = torch.nn.functional.adaptive_avg_pool2d(enc.anatomy, 16)
+        anatomies.append(small.flatten(1).cpu())
+    return (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(anatomies).numpy())
+
+
+def _slice_labels(volumes: Sequence[PreprocessedVolume], what: str) -> np.ndarray:
+    return np.concatenate([np.full(v.image.shape[0], getattr(v, what)) for v in volumes]) if volumes else np.zeros(0)
+
+
+def analyse_modality(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
+                     modality: str = "MR+CT", max_train_slices: int = 4000, seed: int = 0) -> dict[str, Any]:
+    """Predict the modality from z (paper §5.4) and describe the factors (§5.6 and beyond); writes
+    ``modality.json`` and ``modality.md``.
+
+    * a logistic-regression probe on μ fitted on the training subjects' slices (all phases, labelled or not;
+      at most ``max_train_slices``, evenly spaced) and scored on the test subjects': all dimensions and each alone;
+    * per-dimension posterior variance, variance of μ and KL (Burgess et al. 2018) on the test slices;
+    * distance correlation between the anatomy maps s (average-pooled to 16×16) and μ on the test slices (Liu et
+      al. 2021): near 0 when z carries no anatomy.
+    """
+    from sdnet.analysis.probes import distance_correlation, factor_statistics, modality_probe
+
+    data = load_analysis_input(checkpoint, data_root=data_root, modality=modality)
+    names = data.config.data.modalities
+    if len(names) < 2:
+        raise SDNetError(f"modality estimation needs two or more modalities, got data.modality={modality!r}")
+    mu_train, _, _ = _encode_mu(data.model, data.train)
+    y_train = _slice_labels(data.train, "modality")
+    keep = np.linspace(0, len(y_train) - 1, min(max_train_slices, len(y_train))).round().astype(int)
+    mu_test, logvar_test, s_test = _encode_mu(data.model, data.test)
+    y_test = _slice_labels(data.test, "modality")
+    probe = modality_probe(mu_train[keep], y_train[keep], mu_test, y_test, seed=seed)
+    stats = factor_statistics(mu_test, logvar_test)
+    dcor_s_z = distance_correlation(s_test, mu_test, seed=seed)
+    numbers = {"checkpoint": str(checkpoint), "modalities": list(names), "probe": _jsonable(asdict(probe)),
+               "factors": _jsonable(asdict(stats)), "distance_correlation_s_z": dcor_s_z}
+    lines = [f"# Modality estimation from z ({checkpoint})", "",
+             f"Logistic regression on μ: fitted on {probe.n_train} training slices, scored on {probe.n_test} slices "
+             f"of {len(data.split.test)} held-out subjects ({', '.join(names)}).", "",
+             f"- accuracy, all {mu_test.shape[1]} dimensions: **{probe.accuracy:.3f}** (chance {probe.chance:.3f})",
+             f"- best single dimension: z{probe.best_dimension} with {max(probe.per_dimension_accuracy):.3f}; all: "
+             + ", ".join(f"z{i} {a:.2f}" for i, a in enumerate(probe.per_dimension_accuracy)),
+             f"- distance correlation between s and z on the test slices: {dcor_s_z:.3f}", "",
+             "| z dimension | mean posterior variance | variance of μ | KL (nats) |", "|---|---|---|---|"]
+    for i in range(mu_test.shape[1]):
+        lines.append(f"| z{i} | {stats.mean_variance[i]:.3f} | {stats.mu_variance[i]:.3f} | {stats.kl[i]:.3f} |")
+    _write(Path(out), "modality", numbers, lines)
+    return numbers
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
+                       source: str = "MYO", target: str = "LV", images: int = 3, seed: int = 0) -> dict[str, Any]:
+    """The latent-arithmetic figures of paper §5.5 on test images: anatomy-channel operations (Figure 7,
+    ``arithmetic.png``) and the z-interpolation grid with correlation and difference images (Figure 8,
+    ``interpolation.png``). Channels are matched to classes on the *training* subjects' labelled slices."""
+    from sdnet.analysis.arithmetic import (
+        arithmetic_figure,
+        channel_arithmetic,
+        interpolation_figure,
+        match_channels,
+        z_interpolation,
+    )
+
+    data = load_analysis_input(checkpoint, data_root=data_root)
+    labelled = [v for v in data.train if v.label is not None]
+    if not labelled:
+        raise SDNetError("no labelled training slices to match anatomy channels to classes")
+    x_train = torch.from_numpy(np.concatenate([v.image for v in labelled]))
+    y_train = torch.from_numpy(np.concatenate([v.label for v in labelled if v.label is not None]))
+    with torch.inference_mode():
+        s_train = torch.cat([data.model.encode(x_train[i:i + 32], sample=False).anatomy
+                             for i in range(0, x_train.shape[0], 32)])
+    channels = match_channels(s_train, y_train, data.class_names)
+    picks = []
+    for v in [v for v in data.test if v.label is not None][:images]:
+        k = int((torch.from_numpy(v.label) > 0).flatten(1).sum(1).argmax())
+        picks.append(torch.from_numpy(v.image[k:k + 1]))
+    if not picks:
+        raise SDNetError("no labelled test slices")
+    x = torch.cat(picks)
+    result = channel_arithmetic(data.model, x, channels, source=source, target=target, seed=seed)
+    out_dir = Path(out)
+    arithmetic_figure(result, out_dir / "arithmetic.png",
+                      title=f"anatomy arithmetic: {source} -> {target}, swap, random permutation")
+    grid = z_interpolation(data.model, x[:1])
+    interpolation_figure(grid, out_dir / "interpolation.png", title="z interpolation, -3 to 3 per dimension")
+    numbers = {"checkpoint": str(checkpoint), "channels": channels,
+               "permutation": [int(p) for p in result.permutation],
+               "mean_abs_correlation_per_dimension": [float(c.abs().mean()) for c in grid.correlation],
+               "mean_abs_difference_per_dimension": [float(d.abs().mean()) for d in grid.difference]}
+    lines = [f"# Latent arithmetic ({checkpoint})", "",
+             "Anatomy channels matched to classes on the training subjects' labelled slices: "
+             + ", ".join(f"{k} = s[{c}]" for k, c in channels.items()) + ".", "",
+             "![channel operations](arithmetic.png)", "", "![z interpolation](interpolation.png)", "",
+             "| z dimension | mean abs. correlation | mean abs. difference |", "|---|---|---|"]
+    for i, (c, d) in enumerate(zip(numbers["mean_abs_correlation_per_dimension"],
+                                   numbers["mean_abs_difference_per_dimension"], strict=True)):
+        lines.append(f"| z{i} | {c:.3f} | {d:.3f} |")
+    _write(out_dir, "arithmetic", numbers, lines)
+    return numbers
+
+
+def _phantom_truth(root: str | Path) -> dict[str, dict[str, Any]]:
+    """subject id -> its ``phantom.json`` entry (anatomy and per-modality rendering parameters)."""
+    path = Path(root) / "phantom.json"
+    try:
+        meta = json.loads(path.read_text())
+        return {str(e["id"]): e for e in meta["subjects"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SDNetError(f"{path}: the true factors need a phantom written by `sdnet phantom` ({exc})") from None
+
+
+@torch.inference_mode()
+def _anatomy_maps(model: SDNet, volumes: Sequence[PreprocessedVolume], batch_size: int = 32) -> torch.Tensor:
+    images = torch.from_numpy(np.concatenate([v.image for v in volumes]))
+    return torch.cat([model.encode(images[i:i + batch_size], sample=False).anatomy
+                      for i in range(0, images.shape[0], batch_size)])
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _channel_dice(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """Per-channel Dice of two stacks of binary maps (N, C, H, W), pooled over N; NaN where both are empty."""
+    inter = (a * b).sum(dim=(0, 2, 3))
+    total = a.sum(dim=(0, 2, 3)) + b.sum(dim=(0, 2, 3))
+    return [float(2 * i / t) if t > 0 else float("nan") for i, t in zip(inter, total, strict=True)]
+
+
+def _per_slice_targets(volumes: Sequence[PreprocessedVolume], truth: dict[str, dict[str, Any]],
+                       key: str, names: Sequence[str]) -> np.ndarray:
+    rows = []
+    for v in volumes:
+        entry = truth[v.subject_id]
+        values = entry["anatomy"] if key == "anatomy" else entry["modality_params"][v.modality]
+        rows.append(np.tile([float(values[n]) for n in names], (v.image.shape[0], 1)))
+    return np.concatenate(rows)
+
+
+ANATOMY_TARGETS: tuple[str, ...] = ("lv_radius_mm", "wall_thickness_mm", "heart_rotation_deg", "heart_offset_x_mm",
+                                    "heart_offset_y_mm", "body_semi_x_mm", "rv_scale", "ejection_fraction")
+"""The phantom's true anatomical parameters probed from z (should be unpredictable) and from s."""
+
+
+def analyse_disentanglement(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
+                            modalities: tuple[str, str] = ("MR", "CT"), seed: int = 0) -> dict[str, Any]:
+    """How well s and z separate anatomy from imaging, measured against the phantom's known factors; writes
+    ``disentanglement.json`` and ``disentanglement.md``. Beyond the paper (issue: disentanglement measures):
+
+    * **invariance of s**: per-channel Dice between the anatomy maps of the *same* anatomy rendered in the two
+      modalities (test subjects, every phase and slice), beside the same number for *different* anatomies at the
+      same slice position in one modality (the level that means "no more alike than any two hearts");
+    * **what z predicts**: held-out R² of ridge probes (fitted on the training subjects' slices, scored on the test
+      subjects') from μ to each modality's true rendering parameters, and to the true anatomical parameters
+      (:data:`ANATOMY_TARGETS`), with the anatomy also probed from s (average-pooled to 8×8) for contrast;
+    * **distance correlation** between s (pooled to 16×16) and μ on the test slices.
+    """
+    from sdnet.analysis.probes import distance_correlation, linear_probe
+
+    a, b = modalities
+    data = load_analysis_input(checkpoint, data_root=data_root, modality=f"{a}+{b}")
+    truth = _phantom_truth(data.config.data.root)
+    by_key = {(v.subject_id, v.phase, v.modality): v for v in data.test}
+    pairs = sorted({(sid, ph) for sid, ph, m in by_key if m == a and (sid, ph, b) in by_key})
+    if len(pairs) < 2:
+        raise SDNetError(f"no test subjects rendered in both {a} and {b}")
+    s_a = _anatomy_maps(data.model, [by_key[(sid, ph, a)] for sid, ph in pairs])
+    s_b = _anatomy_maps(data.model, [by_key[(sid, ph, b)] for sid, ph in pairs])
+    subjects = sorted({sid for sid, _ in pairs})
+    same = _channel_dice(s_a, s_b)
+    unrelated = []  # (anatomy X in modality a, another subject's anatomy at the same phase and slices)
+    for sid, ph in pairs:
+        other = by_key.get((subjects[(subjects.index(sid) + 1) % len(subjects)], ph, a))
+        if other is not None and other.image.shape == by_key[(sid, ph, a)].image.shape:
+            unrelated.append((by_key[(sid, ph, a)], other))
+    different = _channel_dice(_anatomy_maps(data.model, [x for x, _ in unrelated]),
+                              _anatomy_maps(data.model, [y for _, y in unrelated])) if unrelated else []
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "modalities": [a, b],
+                               "s_invariance": {"same_anatomy_dice": same, "different_anatomy_dice": different,
+                                                "same_anatomy_mean": _nanmean(same),
+                                                "different_anatomy_mean": _nanmean(different)}}
+    mu_train, _, s_train = _encode_mu(data.model, data.train)
+    mu_test, _, s_test = _encode_mu(data.model, data.test)
+    results["distance_correlation_s_z"] = distance_correlation(s_test, mu_test, seed=seed)
+    train_modality, test_modality = _slice_labels(data.train, "modality"), _slice_labels(data.test, "modality")
+    r2_params: dict[str, dict[str, float]] = {}
+    for m in (a, b):
+        tr = [v for v in data.train if v.modality == m]
+        te = [v for v in data.test if v.modality == m]
+        names = sorted(truth[tr[0].subject_id]["modality_params"][m]) if tr else []
+        if not tr or not te or not names:
+            continue
+        r2_params[m] = linear_probe(mu_train[train_modality == m], _per_slice_targets(tr, truth, m, names),
+                                    mu_test[test_modality == m], _per_slice_targets(te, truth, m, names), names)
+    anatomy_train = _per_slice_targets(data.train, truth, "anatomy", ANATOMY_TARGETS)
+    anatomy_test = _per_slice_targets(data.test, truth, "anatomy", ANATOMY_TARGETS)
+    pooled_train = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(s_train).view(
+        len(s_train), -1, 16, 16), 8).flatten(1).numpy()
+    pooled_test = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(s_test).view(
+        len(s_test), -1, 16, 16), 8).flatten(1).numpy()
+    results["r2_z_to_modality_params"] = r2_params
+    results["r2_z_to_anatomy"] = linear_probe(mu_train, anatomy_train, mu_test, anatomy_test, ANATOMY_TARGETS)
+    results["r2_s_to_anatomy"] = linear_probe(pooled_train, anatomy_train, pooled_test, anatomy_test,
+                                              ANATOMY_TARGETS)
+
+    def median(values: dict[str, float]) -> float:
+        finite = [v for v in values.values() if math.isfinite(v)]
+        return float(np.median(finite)) if finite else float("nan")
+
+    inv = results["s_invariance"]
+    lines = [f"# Disentanglement on the phantom ({checkpoint})", "",
+             f"Test subjects: {len(subjects)}; training subjects fit the probes. Ridge R² on held-out subjects "
+             "(1 = perfectly predicted, ≤ 0 = not at all).", "",
+             f"- s invariance: Dice of the anatomy channels between the {a} and {b} renderings of the same anatomy "
+             f"**{inv['same_anatomy_mean']:.3f}** (mean over channels), vs. {inv['different_anatomy_mean']:.3f} "
+             "between different anatomies at the same slice position",
+             f"- distance correlation of s and z: {results['distance_correlation_s_z']:.3f}",
+             "- median R², z -> true rendering parameters: "
+             + ", ".join(f"{m} {median(r):.3f}" for m, r in r2_params.items()),
+             f"- median R², z -> true anatomy: {median(results['r2_z_to_anatomy']):.3f}; s -> true anatomy: "
+             f"{median(results['r2_s_to_anatomy']):.3f}", "",
+             "| anatomical parameter | R² from z | R² from s |", "|---|---|---|"]
+    for n in ANATOMY_TARGETS:
+        lines.append(f"| {n} | {results['r2_z_to_anatomy'][n]:.3f} | {results['r2_s_to_anatomy'][n]:.3f} |")
+    for m, r in r2_params.items():
+        lines += ["", f"| {m} rendering parameter | R² from z |", "|---|---|"]
+        lines += [f"| {n} | {v:.3f} |" for n, v in r.items()]
+    _write(Path(out), "disentanglement", _jsonable(results), lines)
+    return results
