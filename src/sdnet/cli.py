@@ -177,6 +177,7 @@ EPILOG_ANALYSE = """examples:
   sdnet analyse modality --checkpoint runs/mrct --modality MR+CT --out runs/mrct/analysis
   sdnet analyse disentanglement --checkpoint runs/mrct                       # phantom: s invariance, probes
   sdnet analyse arithmetic --checkpoint runs/acdc_cpu --out runs/acdc_cpu/analysis
+  sdnet analyse report --checkpoint runs/mrct                                 # all of the above, report.html
 """
 
 
@@ -197,6 +198,7 @@ def _add_analyse(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "per-dimension posterior variance and KL, and the distance correlation of s and z",
         "disentanglement": "on the phantom: invariance of s across the two renderings of one anatomy, what z "
         "predicts of the true rendering and anatomical parameters (ridge R² on held-out subjects), dCor(s, z)",
+        "report": "every analysis that applies to the checkpoint's data, on one HTML page (report.html)",
         "arithmetic": "anatomy-channel operations (move MYO into LV, swap, permute) and the z-interpolation grid "
         "with its correlation and difference images (paper Figures 7 and 8)",
     }
@@ -391,6 +393,10 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     elif args.analysis == "modality":
         runs.analyse_modality(ckpt, out, data_root=args.data, modality=args.modality)
         name = "modality"
+    elif args.analysis == "report":
+        runs.analyse_report(ckpt, out, data_root=args.data)
+        print(f"wrote {out / 'report.html'}")
+        return 0
     else:
         runs.analyse_arithmetic(ckpt, out, data_root=args.data, images=args.images)
         name = "arithmetic"

@@ -78,3 +78,12 @@ def test_analyses_refuse_what_they_cannot_do(mrct_run: Path, tmp_path: Path, cap
     assert main(["analyse", "transfer", "--checkpoint", str(mrct_run), "--modalities", "MR",
                  "--out", str(tmp_path)]) == 2
     assert main(["analyse", "arithmetic", "--checkpoint", str(tmp_path / "missing")]) == 2
+
+
+def test_report_runs_every_applicable_analysis_into_one_page(mrct_run: Path, tmp_path: Path):
+    out = tmp_path / "report"
+    assert main(["analyse", "report", "--checkpoint", str(mrct_run), "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    for title in ("Latent arithmetic", "Modality transfer", "Modality estimation, MR vs CT", "Disentanglement"):
+        assert title in html, title
+    assert "<table>" in html and 'src="transfer.png"' in html and "BOLD" not in html  # the tiny phantom has no BOLD
