@@ -250,10 +250,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
-                       source: str = "MYO", target: str = "LV", images: int = 3, seed: int = 0) -> dict[str, Any]:
+                       source: str = "MYO", target: str = "LV", images: int = 3, seed: int = 0,
+                       max_match_slices: int = 400) -> dict[str, Any]:
     """The latent-arithmetic figures of paper §5.5 on test images: anatomy-channel operations (Figure 7,
     ``arithmetic.png``) and the z-interpolation grid with correlation and difference images (Figure 8,
-    ``interpolation.png``). Channels are matched to classes on the *training* subjects' labelled slices."""
+    ``interpolation.png``). Channels are matched to classes on the *training* subjects' labelled slices (at most
+    ``max_match_slices``, evenly spaced)."""
     from sdnet.analysis.arithmetic import (
         arithmetic_figure,
         channel_arithmetic,
@@ -268,6 +270,8 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
         raise SDNetError("no labelled training slices to match anatomy channels to classes")
     x_train = torch.from_numpy(np.concatenate([v.image for v in labelled]))
     y_train = torch.from_numpy(np.concatenate([v.label for v in labelled if v.label is not None]))
+    keep = torch.from_numpy(np.linspace(0, len(x_train) - 1, min(max_match_slices, len(x_train))).round()).long()
+    x_train, y_train = x_train[keep], y_train[keep]  # evenly spaced: s of every slice would not fit in memory
     with torch.inference_mode():
         s_train = torch.cat([data.model.encode(x_train[i:i + 32], sample=False).anatomy
                              for i in range(0, x_train.shape[0], 32)])
