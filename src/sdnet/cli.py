@@ -373,22 +373,24 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _modality_pair(text: str) -> tuple[str, str]:
+    """``--modalities MR,CT`` -> ("MR", "CT"); exactly two names."""
+    pair = [m.strip() for m in text.split(",") if m.strip()]
+    if len(pair) != 2:
+        raise SDNetError(f"--modalities needs two names, got {text!r}")
+    return pair[0], pair[1]
+
+
 def cmd_analyse(args: argparse.Namespace) -> int:
     from sdnet.analysis import runs
 
     ckpt = Path(args.checkpoint)
     out = args.out or (ckpt if ckpt.is_dir() else ckpt.parent) / "analysis"
     if args.analysis == "transfer":
-        pair = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-        if len(pair) != 2:
-            raise SDNetError(f"--modalities needs two names, got {args.modalities!r}")
-        runs.analyse_transfer(ckpt, out, data_root=args.data, modalities=(pair[0], pair[1]))
+        runs.analyse_transfer(ckpt, out, data_root=args.data, modalities=_modality_pair(args.modalities))
         name = "transfer"
     elif args.analysis == "disentanglement":
-        pair = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-        if len(pair) != 2:
-            raise SDNetError(f"--modalities needs two names, got {args.modalities!r}")
-        runs.analyse_disentanglement(ckpt, out, data_root=args.data, modalities=(pair[0], pair[1]))
+        runs.analyse_disentanglement(ckpt, out, data_root=args.data, modalities=_modality_pair(args.modalities))
         name = "disentanglement"
     elif args.analysis == "modality":
         runs.analyse_modality(ckpt, out, data_root=args.data, modality=args.modality)

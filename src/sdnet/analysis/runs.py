@@ -178,18 +178,30 @@ def _image_grid(rows: list[list[np.ndarray]], titles: list[str], path: Path) -> 
 
 
 @torch.inference_mode()
-def _encode_mu(model: SDNet, volumes: Sequence[PreprocessedVolume], batch_size: int = 32) -> tuple[np.ndarray, ...]:
-    """μ, log σ² (each (N, n_z)) and the flattened anatomy maps (N, C·H·W, subsampled to 16×16) of every slice."""
+def _encode_batches(model: SDNet, images: torch.Tensor, *, pool: int | None = None, batch_size: int = 32
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """μ and log σ² (each (N, n_z)) and the anatomy maps s (N, C, H, W), or s average-pooled to pool × pool in each
+    batch (memory), of images (N, 1, H, W), encoded in batches with z = μ; on the CPU."""
     mus, logvars, anatomies = [], [], []
     device = next(model.parameters()).device
-    images = torch.from_numpy(np.concatenate([v.image for v in volumes])) if volumes else torch.zeros(0, 1, 1, 1)
     for start in range(0, images.shape[0], batch_size):
         enc = model.encode(images[start:start + batch_size].to(device), sample=False)
         mus.append(enc.modality.mu.cpu())
         logvars.append(enc.modality.logvar.cpu())
-        small = torch.nn.functional.adaptive_avg_pool2d(enc.anatomy, 16)
-        anatomies.append(small.flatten(1).cpu())
-    return (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(anatomies).numpy())
+        s = enc.anatomy if pool is None else torch.nn.functional.adaptive_avg_pool2d(enc.anatomy, pool)
+        anatomies.append(s.cpu())
+    return torch.cat(mus), torch.cat(logvars), torch.cat(anatomies)
+
+
+def _volume_images(volumes: Sequence[PreprocessedVolume]) -> torch.Tensor:
+    """Every slice of the volumes, (N, 1, H, W)."""
+    return torch.from_numpy(np.concatenate([v.image for v in volumes])) if volumes else torch.zeros(0, 1, 1, 1)
+
+
+def _encode_mu(model: SDNet, volumes: Sequence[PreprocessedVolume]) -> tuple[np.ndarray, ...]:
+    """μ, log σ² (each (N, n_z)) and the flattened anatomy maps (N, C·16·16, pooled to 16×16) of every slice."""
+    mu, logvar, anatomy = _encode_batches(model, _volume_images(volumes), pool=16)
+    return mu.numpy(), logvar.numpy(), anatomy.flatten(1).numpy()
 
 
 def _slice_labels(volumes: Sequence[PreprocessedVolume], what: str) -> np.ndarray:
@@ -272,9 +284,7 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
     y_train = torch.from_numpy(np.concatenate([v.label for v in labelled if v.label is not None]))
     keep = torch.from_numpy(np.linspace(0, len(x_train) - 1, min(max_match_slices, len(x_train))).round()).long()
     x_train, y_train = x_train[keep], y_train[keep]  # evenly spaced: s of every slice would not fit in memory
-    with torch.inference_mode():
-        s_train = torch.cat([data.model.encode(x_train[i:i + 32], sample=False).anatomy
-                             for i in range(0, x_train.shape[0], 32)])
+    s_train = _encode_batches(data.model, x_train)[2]
     channels = match_channels(s_train, y_train, data.class_names)
     picks = []
     for v in [v for v in data.test if v.label is not None][:images]:
@@ -315,11 +325,9 @@ def _phantom_truth(root: str | Path) -> dict[str, dict[str, Any]]:
         raise SDNetError(f"{path}: the true factors need a phantom written by `sdnet phantom` ({exc})") from None
 
 
-@torch.inference_mode()
-def _anatomy_maps(model: SDNet, volumes: Sequence[PreprocessedVolume], batch_size: int = 32) -> torch.Tensor:
-    images = torch.from_numpy(np.concatenate([v.image for v in volumes]))
-    return torch.cat([model.encode(images[i:i + batch_size], sample=False).anatomy
-                      for i in range(0, images.shape[0], batch_size)])
+def _anatomy_maps(model: SDNet, volumes: Sequence[PreprocessedVolume]) -> torch.Tensor:
+    """The anatomy maps s (N, C, H, W) of every slice of the volumes."""
+    return _encode_batches(model, _volume_images(volumes))[2]
 
 
 def _nanmean(values: Sequence[float]) -> float:
