@@ -68,6 +68,10 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.max_steps=500 (repeatable)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint's network weights and subject split (fresh optimiser "
+                        "and budget), e.g. to add the LV-volume task: --set model.area_regressor=true --set "
+                        "loss.vol=1 --set data.volume_subjects=17")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -177,6 +181,7 @@ EPILOG_ANALYSE = """examples:
   sdnet analyse modality --checkpoint runs/mrct --modality MR+CT --out runs/mrct/analysis
   sdnet analyse disentanglement --checkpoint runs/mrct                       # phantom: s invariance, probes
   sdnet analyse arithmetic --checkpoint runs/acdc_cpu --out runs/acdc_cpu/analysis
+  sdnet analyse volume --checkpoint runs/l1_vol --baseline runs/l1            # LV volume; Dice change it brought
   sdnet analyse report --checkpoint runs/mrct                                 # all of the above, report.html
 """
 
@@ -201,6 +206,9 @@ def _add_analyse(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "report": "every analysis that applies to the checkpoint's data, on one HTML page (report.html)",
         "arithmetic": "anatomy-channel operations (move MYO into LV, swap, permute) and the z-interpolation grid "
         "with its correlation and difference images (paper Figures 7 and 8)",
+        "volume": "LV volume of the test volumes from the area regressor on s and from the model's segmentation, "
+        "vs the truth (mL when the voxel size is known; paired t-tests); with --baseline, the Dice change "
+        "(paper §5.2)",
     }
     for name, text in helps.items():
         a = asub.add_parser(name, help=text.split(";")[0], description=text)
@@ -214,6 +222,9 @@ def _add_analyse(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                            help="renderings to tell apart, joined by '+' (default MR+CT; MR+BOLD for the subtle pair)")
         if name == "arithmetic":
             a.add_argument("--images", type=int, default=3, help="test images in the channel figure (default 3)")
+        if name == "volume":
+            a.add_argument("--baseline", type=Path, help="checkpoint to compare test Dice with (e.g. before "
+                           "fine-tuning with volume labels); must share the test subjects")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,8 +267,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sdnet.training import Trainer
 
     if args.resume is not None:
-        if args.config is not None or args.data is not None:
-            raise SDNetError("--resume takes the config and data of the run; drop --config/--data")
+        if args.config is not None or args.data is not None or args.init_from is not None:
+            raise SDNetError("--resume takes the config, data and weights of the run; drop --config/--data/--init-from")
         trainer = Trainer.resume(args.resume, overrides=args.overrides, progress=not args.no_progress)
         print(f"resuming {args.resume} at step {trainer.step} (epoch {trainer.epoch})")
     else:
@@ -268,12 +279,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         if (run_dir / "last.pt").exists():
             raise SDNetError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-        trainer = Trainer(config, run_dir, progress=not args.no_progress)
+        split = None
+        if args.init_from is not None:
+            from sdnet.data.splits import Split
+            from sdnet.training.checkpoint import load_checkpoint
+
+            try:
+                split = Split.from_dict(load_checkpoint(args.init_from)["split"])
+            except (KeyError, TypeError) as exc:
+                raise SDNetError(f"{args.init_from}: checkpoint has no usable subject split ({exc})") from None
+        trainer = Trainer(config, run_dir, progress=not args.no_progress, split=split, init_from=args.init_from)
     d = trainer.data
+    volume = (f"{len(d.split.volume)} subjects with volume labels ({len(d.volume)} slices); "
+              if d.volume is not None and trainer.volume_stream is not None else "")
     print(f"data: {len(d.split.labelled)} labelled / {len(d.split.train)} training subjects "
           f"({len(d.labelled)} labelled slices, {len(d.unlabelled) if d.unlabelled else 0} unlabelled), "
           f"{len(d.split.val)} validation, {len(d.split.test)} test subjects; "
-          f"{'semi-supervised' if trainer.semi_supervised else 'fully supervised'}; "
+          f"{'semi-supervised' if trainer.semi_supervised else 'fully supervised'}; {volume}"
           f"{trainer.steps_per_epoch} iterations/epoch")
     result = trainer.fit()
     print(f"stopped ({result.stop_reason}) after {result.epochs} epochs / {result.steps} iterations "
@@ -399,6 +421,9 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         runs.analyse_report(ckpt, out, data_root=args.data)
         print(f"wrote {out / 'report.html'}")
         return 0
+    elif args.analysis == "volume":
+        runs.analyse_volume(ckpt, out, data_root=args.data, baseline=args.baseline)
+        name = "volume"
     else:
         runs.analyse_arithmetic(ckpt, out, data_root=args.data, images=args.images)
         name = "arithmetic"

@@ -56,6 +56,8 @@ class ModelConfig:
         discriminator_filters: filters of the mask discriminator's first convolution (doubled per block).
         discriminator_blocks: strided blocks of the mask discriminator after the first convolution.
         discriminator_spectral_norm: wrap the discriminator's convolutions in spectral normalisation.
+        area_regressor: add the LV-area regressor on s (paper §5.2, :class:`~sdnet.models.AreaRegressor`) for the
+            LV-volume multi-task; it is trained when ``loss.vol`` > 0.
         bn_momentum: PyTorch BatchNorm momentum (weight of the new batch statistic) of every BatchNorm layer. The
             default 0.01 is Keras' 0.99; running statistics then average ~100 steps and lag behind fast-changing
             weights (short, high-learning-rate runs such as the demo use 0.1).
@@ -78,6 +80,7 @@ class ModelConfig:
     discriminator_filters: int = 64
     discriminator_blocks: int = 4
     discriminator_spectral_norm: bool = False
+    area_regressor: bool = False
     bn_momentum: float = 0.01
 
     def __post_init__(self) -> None:
@@ -116,6 +119,8 @@ class LossWeights:
         rec: λ4, L1 image reconstruction.
         zrec: λ5, L1 modality-factor reconstruction.
         ce: weight of a pixel-wise cross-entropy added to the supervised step (not in the paper; 0 = the paper).
+        vol: λ_vol, L1 regression of the LV area (percent of the slice) by the area regressor (paper §5.2, which
+            gives no weight); 0 = no volume task. Needs ``model.area_regressor``.
     """
 
     kl: float = 0.01
@@ -124,9 +129,10 @@ class LossWeights:
     rec: float = 1.0
     zrec: float = 1.0
     ce: float = 0.0
+    vol: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("kl", "segm", "adv", "rec", "zrec", "ce"):
+        for name in ("kl", "segm", "adv", "rec", "zrec", "ce", "vol"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -197,6 +203,11 @@ class DataConfig:
         discriminator_masks: which masks D_M sees as "real": ``labelled`` (only the labelled subjects' masks, the
             strict semi-supervised setting, default) or ``training`` (every training subject's masks, unpaired, as
             in the authors' code, facts §1.11).
+        volume_subjects: LV-volume multi-task (paper §5.2): number of *unlabelled* training subjects that come with
+            volume labels instead of masks — one LV area per labelled-phase slice, computed from their masks, which
+            stay withheld (they remain in the unlabelled pool). Drawn with ``split_seed`` and saved in the split.
+            Used when ``loss.vol`` > 0; labelled subjects always supervise the regressor through their masks.
+        volume_class: name of the label whose area is regressed (the LV cavity).
         split_seed: seed of the subject split and of the choice of labelled subjects.
         fold: cross-validation fold of the ``random`` split (0, 1, 2, ... give disjoint test sets).
     """
@@ -223,6 +234,8 @@ class DataConfig:
     augment_rotation: float = 0.0
     augment_flip: bool = False
     discriminator_masks: Literal["labelled", "training"] = "labelled"
+    volume_subjects: int = 0
+    volume_class: str = "LV"
     split_seed: int = 1
     fold: int = 0
 
@@ -253,6 +266,8 @@ class DataConfig:
             raise ConfigError(f"data.labelled_fraction must lie in (0, 1], got {self.labelled_fraction}")
         if self.labelled_subjects < 0 or self.max_unlabelled < 0 or self.unlabelled_frames < 0:
             raise ConfigError("data.labelled_subjects, data.max_unlabelled and data.unlabelled_frames must be >= 0")
+        if self.volume_subjects < 0:
+            raise ConfigError(f"data.volume_subjects must be >= 0, got {self.volume_subjects}")
         if self.labelled_phases not in ("ed_es", "all"):
             raise ConfigError(f"data.labelled_phases must be ed_es or all, got {self.labelled_phases!r}")
         if not 0 <= self.augment_rotation <= 180:
@@ -363,6 +378,12 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.loss.vol > 0 and not self.model.area_regressor:
+            raise ConfigError("loss.vol > 0 trains the LV-area regressor: set model.area_regressor=true")
+        if self.loss.vol > 0 and self.train.method != "sdnet":
+            raise ConfigError(f"loss.vol (the LV-volume task on s) needs train.method=sdnet, got {self.train.method}")
 
 
 def _positive(obj: object, section: str, *names: str) -> None:

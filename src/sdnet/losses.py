@@ -18,6 +18,7 @@ from sdnet.config import LossWeights
 LAMBDA_OF_TERM: dict[str, str] = {
     "kl": "λ1", "segm": "λ2", "adv": "λ3", "rec": "λ4", "zrec": "λ5",
     "ce": "λ_ce (not in the paper; default 0)",
+    "vol": "λ_vol (§5.2 gives no weight; default 0)",
 }
 
 
@@ -93,6 +94,19 @@ def z_reconstruction(z: torch.Tensor, z_reencoded: torch.Tensor) -> torch.Tensor
     return F.l1_loss(z_reencoded, z)
 
 
+def area_regression(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_vol = E |â − a|: mean absolute error of the regressed LV area of each slice (paper §5.2, which does not
+    name the loss; MAE as for the paper's other regression terms).
+
+    Args:
+        predicted: (B,) regressed areas, percent of the slice's pixels.
+        target: (B,) true areas, percent of the slice's pixels.
+    """
+    if predicted.shape != target.shape:
+        raise ValueError(f"area_regression: shape mismatch {tuple(predicted.shape)} vs {tuple(target.shape)}")
+    return F.l1_loss(predicted, target)
+
+
 def lsgan_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     """The discriminator side of L_adv (§3.2, LSGAN): E[(D(m) − 1)²] + E[D(h(s))²].
 
@@ -116,7 +130,7 @@ def weighted_sum(terms: Mapping[str, torch.Tensor], weights: LossWeights) -> tor
     """Σ λ_term · L_term over the given terms: the one place where the paper's λ1..λ5 are applied.
 
     Args:
-        terms: unweighted scalar losses keyed by ``kl``, ``segm``, ``adv``, ``rec``, ``zrec``.
+        terms: unweighted scalar losses keyed by ``kl``, ``segm``, ``adv``, ``rec``, ``zrec`` (``ce``, ``vol``).
         weights: the λ values.
 
     Returns:

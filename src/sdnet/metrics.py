@@ -1,4 +1,4 @@
-"""Evaluation scores on hard labels (numpy, no gradients). Training losses live in :mod:`sdnet.losses`.
+"""Evaluation scores on hard labels (no gradients). Training losses live in :mod:`sdnet.losses`.
 
 Conventions: Dice of a class that is absent from both prediction and ground truth is NaN (undefined) and is left
 out of averages (``nanmean``), as in nnU-Net; a class present in only one of them scores 0.
@@ -7,6 +7,7 @@ out of averages (``nanmean``), as in nnU-Net; a class present in only one of the
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def dice_per_class(prediction: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
@@ -94,3 +95,17 @@ def hd95_per_class(
             )
         out[c - 1] = float(value.reshape(-1)[0])
     return out
+
+
+def area_percent(masks: torch.Tensor, class_index: int) -> torch.Tensor:
+    """The area of class ``class_index`` in percent of each slice's pixels: the LV-volume task's per-slice label
+    (paper §5.2), and what its regressor predicts.
+
+    Args:
+        masks: (N, H, W) integer class indices.
+        class_index: the class whose pixels are counted (the LV cavity).
+
+    Returns:
+        (N,) float32 in [0, 100].
+    """
+    return (masks == class_index).flatten(1).to(torch.float32).mean(dim=1) * 100.0

@@ -460,9 +460,10 @@ def analyse_report(checkpoint: str | Path, out: str | Path, *, data_root: str | 
     """Run every analysis that applies to the checkpoint's data and write one HTML page, ``report.html``.
 
     Latent arithmetic always applies; on a phantom with MR and CT renderings also modality transfer, modality
-    estimation and the disentanglement measures, and modality estimation of the subtle MR / BOLD pair when the
-    phantom has it. Each analysis keeps its own JSON, Markdown and figures beside the page; the page shows the
-    Markdown summaries (rendered with the ``markdown`` package) and the figures.
+    estimation and the disentanglement measures; the LV volume when the model has an area regressor; and modality
+    estimation of the subtle MR / BOLD pair when the phantom has it. Each analysis keeps its own JSON, Markdown and
+    figures beside the page; the page shows the Markdown summaries (rendered with the ``markdown`` package) and
+    the figures.
 
     Returns:
         analysis name -> its numbers (as in its JSON file).
@@ -486,6 +487,9 @@ def analyse_report(checkpoint: str | Path, out: str | Path, *, data_root: str | 
         sections.append(("Modality estimation, MR vs CT (paper §5.4)", "modality.md", []))
         numbers["disentanglement"] = analyse_disentanglement(checkpoint, out_dir, data_root=data_root)
         sections.append(("Disentanglement measures", "disentanglement.md", []))
+    if config.model.area_regressor:
+        numbers["volume"] = analyse_volume(checkpoint, out_dir, data_root=data_root)
+        sections.append(("LV volume (paper §5.2)", "volume.md", ["volume.png"]))
     if {"MR", "BOLD"} <= set(available):
         bold_dir = out_dir / "bold"
         numbers["modality_bold"] = analyse_modality(checkpoint, bold_dir, data_root=data_root, modality="MR+BOLD")
@@ -503,3 +507,101 @@ def analyse_report(checkpoint: str | Path, out: str | Path, *, data_root: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.html").write_text(html)
     return numbers
+
+
+def analyse_volume(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
+                   baseline: str | Path | None = None) -> dict[str, Any]:
+    """LV volume on the checkpoint's test subjects (paper §5.2): true LVV vs the area regressor's and vs the model's
+    own segmentation, with paired t-tests; with ``baseline`` (e.g. the model before fine-tuning with volume labels)
+    also the change of test Dice it brings, per class and on average, with a paired t-test over volumes. Writes
+    ``volume.json``, ``volume.md``, ``volumes.csv`` and ``volume.png``.
+
+    Raises:
+        SDNetError: not an SDNet checkpoint, no area regressor and no LV label, or a baseline with other test subjects.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sdnet.analysis.volume import compare_volumes, lv_volumes, paired_difference
+    from sdnet.evaluation import evaluate_checkpoint
+
+    ev = evaluate_checkpoint(checkpoint, data_root=data_root, with_hd95=False)
+    model = ev.model
+    if not isinstance(model, SDNet):
+        raise SDNetError(f"{checkpoint}: LV volume from s needs an SDNet checkpoint (train.method=sdnet)")
+    name = ev.config.data.volume_class
+    lower = [n.lower() for n in ev.class_names]
+    if name.lower() not in lower:
+        raise SDNetError(f"{checkpoint}: no label called {name!r} among {list(ev.class_names)} (data.volume_class)")
+    class_index = lower.index(name.lower()) + 1
+    estimates = lv_volumes(model, ev.volumes, class_index)
+    unit = estimates[0].unit
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "unit": unit, "class": name,
+                               "has_regressor": model.area_regressor is not None,
+                               "segmented": asdict(compare_volumes(estimates, "segmented")),
+                               "test_dice": ev.report.mean_dice("3d")}
+    if model.area_regressor is not None:
+        results["regressed"] = asdict(compare_volumes(estimates, "regressed"))
+    lines = [f"# LV volume ({checkpoint})", "",
+             f"{len(estimates)} test volumes of {len({e.subject_id for e in estimates})} held-out subjects. LVV = Σ "
+             f"over slices of LV area × pixel area × slice thickness ({unit}); mean ± std over volumes, error = "
+             "estimate − truth, paired t-test (scipy.stats.ttest_rel) of estimate vs truth.", "",
+             "| LVV from | mean ± std | mean error | mean abs. error | t | p |", "|---|---|---|---|---|---|"]
+
+    def row(label: str, c: dict[str, Any], mean: str, std: str) -> str:
+        return (f"| {label} | {c[mean]:.1f} ± {c[std]:.1f} | {c.get('mean_error', 0.0):+.1f} | "
+                f"{c.get('mean_abs_error', 0.0):.1f} | {c.get('t', math.nan):.2f} | {c.get('p', math.nan):.3g} |")
+
+    seg = results["segmented"]
+    lines.append(row("ground truth", {"true_mean": seg["true_mean"], "true_std": seg["true_std"], "t": math.nan,
+                                      "p": math.nan}, "true_mean", "true_std"))
+    if "regressed" in results:
+        lines.append(row("area regressor on s", results["regressed"], "estimate_mean", "estimate_std"))
+    lines.append(row("model's segmentation", seg, "estimate_mean", "estimate_std"))
+    lines += ["", f"Test 3D Dice (mean over classes): {results['test_dice']:.3f}"]
+    if baseline is not None:
+        base = evaluate_checkpoint(baseline, volumes=ev.volumes, with_hd95=False)
+        if set(base.split.test) != set(ev.split.test):
+            raise SDNetError(f"{baseline}: its test subjects differ from {checkpoint}'s; compare runs of one split")
+        after = [float(np.nanmean(v.dice_3d)) for v in ev.report.volumes]
+        before = [float(np.nanmean(v.dice_3d)) for v in base.report.volumes]
+        change, t, p = paired_difference(before, after)
+        per_class = {}
+        for k, cname in enumerate(ev.class_names):
+            d, tk, pk = paired_difference([float(v.dice_3d[k]) for v in base.report.volumes],
+                                          [float(v.dice_3d[k]) for v in ev.report.volumes])
+            per_class[cname] = {"before": float(np.nanmean([v.dice_3d[k] for v in base.report.volumes])),
+                                "after": float(np.nanmean([v.dice_3d[k] for v in ev.report.volumes])),
+                                "change": d, "t": tk, "p": pk}
+        results["dice_change"] = {"baseline": str(baseline), "before": base.report.mean_dice("3d"),
+                                  "after": ev.report.mean_dice("3d"), "mean_change": change, "t": t, "p": p,
+                                  "per_class": per_class}
+        lines += ["", f"Dice change against `{baseline}` (paired t-test over the {len(after)} volumes' mean Dice):",
+                  "", "| class | before | after | change | p |", "|---|---|---|---|---|"]
+        for cname, c in per_class.items():
+            lines.append(f"| {cname} | {c['before']:.3f} | {c['after']:.3f} | {c['change']:+.3f} | {c['p']:.3g} |")
+        lines.append(f"| mean | {results['dice_change']['before']:.3f} | {results['dice_change']['after']:.3f} | "
+                     f"{change:+.3f} | {p:.3g} |")
+    out_dir = Path(out)
+    _write(out_dir, "volume", _jsonable(results), lines)
+    with (out_dir / "volumes.csv").open("w") as f:
+        f.write(f"subject,phase,modality,true_{unit},regressed_{unit},segmented_{unit}\n")
+        for e in estimates:
+            f.write(f"{e.subject_id},{e.phase},{e.modality},{e.true:.3f},{e.regressed:.3f},{e.segmented:.3f}\n")
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    true = [e.true for e in estimates]
+    if model.area_regressor is not None:
+        ax.scatter(true, [e.regressed for e in estimates], s=14, label="area regressor on s")
+    ax.scatter(true, [e.segmented for e in estimates], s=14, marker="x", label="model's segmentation")
+    top = max(max(true), *(e.segmented for e in estimates), *(e.regressed for e in estimates
+                                                            if math.isfinite(e.regressed))) * 1.05
+    ax.plot([0, top], [0, top], "k--", lw=0.8)
+    ax.set(xlabel=f"true LVV ({unit})", ylabel=f"estimated LVV ({unit})", xlim=(0, top), ylim=(0, top),
+           title="LV volume, test volumes")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "volume.png")
+    plt.close(fig)
+    return results

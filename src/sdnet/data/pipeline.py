@@ -25,6 +25,7 @@ from sdnet.data.splits import Split, fixed_split, modality_blocks, split_subject
 from sdnet.data.transforms import center_crop_or_pad, normalise_intensity
 from sdnet.data.volumes import DatasetInfo, Volume, read_phantom
 from sdnet.errors import DataError
+from sdnet.metrics import area_percent
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class TrainingData:
         unlabelled: unlabelled training slices (None when ``use_unlabelled`` is off or the pool is empty).
         real_masks: masks shown to the discriminator as "real".
         val, test: preprocessed labelled volumes of the validation and test subjects.
+        volume: the LV-volume multi-task's slices with volume labels (``areas``) and no masks, from the split's
+            ``volume`` subjects (None without ``data.volume_subjects``).
+        volume_class: class index of ``data.volume_class`` (None when the dataset has no such label).
     """
 
     info: DatasetInfo
@@ -63,6 +67,16 @@ class TrainingData:
     real_masks: SliceSet
     val: list[PreparedVolume]
     test: list[PreparedVolume]
+    volume: SliceSet | None = None
+    volume_class: int | None = None
+
+
+def class_index(info: DatasetInfo, name: str) -> int | None:
+    """The class index (0..L, background 0) of the label called ``name`` (case-insensitive), or None."""
+    for index, value in enumerate(sorted(info.labels)):
+        if info.labels[value].lower() == name.lower():
+            return index
+    return None
 
 
 def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
@@ -308,7 +322,14 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
             seed=config.split_seed,
             fold=config.fold,
         )
-    labelled_ids, train_ids = set(split.labelled), set(split.train)
+    volume_class = class_index(info, config.volume_class)
+    if config.volume_subjects > 0:
+        if volume_class is None:
+            raise DataError(f"data.volume_class={config.volume_class!r} is not a label of {config.root} "
+                            f"({sorted(info.labels.values())})")
+        split = split.with_volume_subjects(config.volume_subjects, seed=config.split_seed)
+    labelled_ids, train_ids, volume_ids = set(split.labelled), set(split.train), set(split.volume)
+    with_volume: list[tuple[np.ndarray, np.ndarray, str]] = []
     blocks = modality_blocks(split.train, config.mix(), seed=config.split_seed) if config.mix() else None
     labelled: list[tuple[np.ndarray, np.ndarray | None, str]] = []
     unlabelled: list[tuple[np.ndarray, None, str]] = []
@@ -323,6 +344,8 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
                 continue  # this subject's images of this modality are not part of the mixture
             if label is not None:
                 all_train_masks.append((image, label, sid))
+            if sid in volume_ids and label is not None:
+                with_volume.append((image, label, sid))
             if sid in labelled_ids and label is not None:
                 labelled.append((image, label, sid))
             else:  # other phases of labelled subjects; every phase of unlabelled subjects, masks withheld
@@ -351,8 +374,15 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
             log.warning("no unlabelled images available: training is fully supervised")
     labelled_set = _stack(labelled)
     real = labelled_set if config.discriminator_masks == "labelled" else _stack(all_train_masks)
+    volume_set = None
+    if with_volume and volume_class is not None:
+        stacked = _stack(with_volume)  # type: ignore[arg-type]
+        assert stacked.masks is not None
+        areas = area_percent(stacked.masks, volume_class)
+        volume_set = SliceSet(images=stacked.images, masks=None, subject_ids=stacked.subject_ids, areas=areas)
     return TrainingData(
-        info=info, split=split, labelled=labelled_set, unlabelled=unlabelled_set, real_masks=real, val=val, test=test
+        info=info, split=split, labelled=labelled_set, unlabelled=unlabelled_set, real_masks=real, val=val, test=test,
+        volume=volume_set, volume_class=volume_class,
     )
 
 

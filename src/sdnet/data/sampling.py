@@ -24,11 +24,14 @@ class SliceSet:
         images: (N, 1, H, W) float32 in [−1, 1].
         masks: (N, H, W) int64 class indices in [0, n_classes), or None for unlabelled images.
         subject_ids: (N,) subject of each slice.
+        areas: (N,) float32 LV area of each slice in percent of its pixels (volume labels of the LV-volume
+            multi-task, paper §5.2), or None.
     """
 
     images: torch.Tensor
     masks: torch.Tensor | None
     subject_ids: tuple[str, ...]
+    areas: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -75,6 +78,13 @@ class BatchStream:
         n = len(self.data)
         positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
         return np.array([self._permutation(int(p // n))[int(p % n)] for p in positions])
+
+    def areas(self, step: int) -> torch.Tensor:
+        """Volume labels of batch ``step`` (B,) (the slices of :meth:`batch`; rotations and flips keep an area up
+        to the pixels a rotation moves out of the crop)."""
+        if self.data.areas is None:
+            raise ValueError(f"stream {self.name!r} has no volume labels")
+        return self.data.areas[torch.from_numpy(self.indices(step))]
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Batch ``step``: images (B, 1, H, W) and masks (B, H, W) or None."""

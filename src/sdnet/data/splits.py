@@ -18,12 +18,14 @@ from sdnet.errors import DataError
 
 @dataclass(frozen=True)
 class Split:
-    """Subject ids of each part. ``labelled`` ⊆ ``train``; the rest of ``train`` is the unlabelled pool."""
+    """Subject ids of each part. ``labelled`` ⊆ ``train``; the rest of ``train`` is the unlabelled pool, of which
+    ``volume`` (LV-volume multi-task, paper §5.2) have volume labels but no masks."""
 
     train: tuple[str, ...]
     val: tuple[str, ...]
     test: tuple[str, ...]
     labelled: tuple[str, ...]
+    volume: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parts = {"train": set(self.train), "val": set(self.val), "test": set(self.test)}
@@ -33,17 +35,38 @@ class Split:
                 raise DataError(f"split leaks subjects between {a} and {b}: {sorted(shared)[:5]}")
         if not set(self.labelled) <= parts["train"]:
             raise DataError("split: labelled subjects must be training subjects")
+        if not set(self.volume) <= parts["train"] - set(self.labelled):
+            raise DataError("split: volume-labelled subjects must be unlabelled training subjects")
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Sequence[str]]) -> Split:
-        """Rebuild a split from ``{"train": [...], "val": [...], "test": [...], "labelled": [...]}``."""
-        return cls(**{k: tuple(str(s) for s in data[k]) for k in ("train", "val", "test", "labelled")})
+        """Rebuild a split from ``{"train": [...], "val": [...], "test": [...], "labelled": [...]}`` (and the
+        optional ``"volume": [...]``)."""
+        parts = {k: tuple(str(s) for s in data[k]) for k in ("train", "val", "test", "labelled")}
+        return cls(**parts, volume=tuple(str(s) for s in data.get("volume", ())))
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {k: list(v) for k, v in asdict(self).items()}
+        """The parts as lists (``volume`` only when it is not empty)."""
+        return {k: list(v) for k, v in asdict(self).items() if k != "volume" or v}
+
+    def with_volume_subjects(self, count: int, *, seed: int) -> Split:
+        """A copy whose ``volume`` part holds ``count`` unlabelled training subjects, drawn with ``seed`` (a split
+        that already has them is returned unchanged, so resumed and fine-tuned runs keep theirs).
+
+        Raises:
+            DataError: fewer unlabelled training subjects than ``count``.
+        """
+        if count <= 0 or self.volume:
+            return self
+        pool = sorted(set(self.train) - set(self.labelled))
+        if len(pool) < count:
+            raise DataError(f"data.volume_subjects={count} but only {len(pool)} unlabelled training subjects")
+        rng = np.random.default_rng(seed + 7907)
+        chosen = tuple(sorted(pool[i] for i in rng.permutation(len(pool))[:count]))
+        return Split(train=self.train, val=self.val, test=self.test, labelled=self.labelled, volume=chosen)
 
     @classmethod
     def from_json(cls, path: str | Path) -> Split:

@@ -2,7 +2,8 @@
 
 * :class:`AnatomyEncoder` f_anatomy (§3.1.1), :class:`ModalityEncoder` f_modality (§3.1.2),
   :class:`FiLMDecoder` g (§3.3), :class:`Segmentor` h (§3.2), :class:`MaskDiscriminator` D_M (§3.2);
-* :class:`SDNet` composes the first four; the trainer owns the discriminator;
+* :class:`SDNet` composes the first four (plus, optionally, the :class:`AreaRegressor` of the LV-volume multi-task,
+  §5.2); the trainer owns the discriminator;
 * :class:`UNetSegmenter` is the network of the paper's baselines (§4.3: U-Net, GAN, self-train): the anatomy
   encoder's :class:`UNet` body with a 1×1 head to the classes;
 * :class:`Segmenter` is what evaluation and inference need of either: ``segment(x) -> Segmentation``.
@@ -28,9 +29,11 @@ from sdnet.models.fusion import fold_batch_norm, for_inference
 from sdnet.models.modality import ModalityCode, ModalityEncoder
 from sdnet.models.sdnet import Encoding, SDNet, SDNetOutput, Segmentation
 from sdnet.models.segmentor import Segmentor
+from sdnet.models.volume import AreaRegressor
 
 __all__ = [
     "AnatomyEncoder",
+    "AreaRegressor",
     "Encoding",
     "FiLMDecoder",
     "MaskDiscriminator",
@@ -132,6 +135,7 @@ def build_sdnet(cfg: ModelConfig) -> SDNet:
             n_classes=cfg.n_classes,
             filters=cfg.segmentor_filters,
         ),
+        area_regressor=AreaRegressor(anatomy_channels=cfg.anatomy_channels) if cfg.area_regressor else None,
     )
     _set_bn_momentum(model, cfg.bn_momentum)
     return model

@@ -18,6 +18,7 @@ from sdnet.models.anatomy import AnatomyEncoder
 from sdnet.models.decoder import FiLMDecoder
 from sdnet.models.modality import ModalityCode, ModalityEncoder
 from sdnet.models.segmentor import Segmentor
+from sdnet.models.volume import AreaRegressor
 
 __all__ = ["Encoding", "SDNet", "SDNetOutput", "Segmentation"]
 
@@ -84,6 +85,7 @@ class SDNet(nn.Module):
         modality_encoder: f_modality; default: the authors' ACDC VAE encoder.
         decoder: g; default: the authors' ACDC FiLM decoder.
         segmentor: h; default: the authors' ACDC segmentor.
+        area_regressor: optional LV-area head on s for the volume multi-task (paper §5.2); None = no head.
 
     Build it from a :class:`~sdnet.config.ModelConfig` with :func:`sdnet.models.build_sdnet`.
     """
@@ -95,18 +97,22 @@ class SDNet(nn.Module):
         modality_encoder: ModalityEncoder | None = None,
         decoder: FiLMDecoder | None = None,
         segmentor: Segmentor | None = None,
+        area_regressor: AreaRegressor | None = None,
     ) -> None:
         super().__init__()
         self.anatomy_encoder = anatomy_encoder if anatomy_encoder is not None else AnatomyEncoder()
         self.modality_encoder = modality_encoder if modality_encoder is not None else ModalityEncoder()
         self.decoder = decoder if decoder is not None else FiLMDecoder()
         self.segmentor = segmentor if segmentor is not None else Segmentor()
+        self.area_regressor = area_regressor
         channels = {
             "anatomy_encoder": self.anatomy_encoder.anatomy_channels,
             "modality_encoder": self.modality_encoder.anatomy_channels,
             "decoder": self.decoder.anatomy_channels,
             "segmentor": self.segmentor.anatomy_channels,
         }
+        if area_regressor is not None:
+            channels["area_regressor"] = area_regressor.anatomy_channels
         if len(set(channels.values())) != 1:
             raise ValueError(f"the four networks disagree on the anatomy channels C: {channels}")
         if self.modality_encoder.n_z != self.decoder.n_z:
@@ -151,6 +157,23 @@ class SDNet(nn.Module):
         """
         logits = self.segmentor(anatomy)  # (B, n_classes, H, W)
         return Segmentation(anatomy=anatomy, logits=logits, probabilities=torch.softmax(logits, dim=1))
+
+    def regress_area(self, anatomy: Tensor) -> Tensor:
+        """The LV area of each slice predicted from its anatomy factor (paper §5.2).
+
+        Args:
+            anatomy: s, (B, C, H, W) float, binary {0, 1}.
+
+        Returns:
+            (B,) float >= 0, percent of the slice's pixels.
+
+        Raises:
+            ValueError: the model has no area regressor (``model.area_regressor`` false in its config).
+        """
+        if self.area_regressor is None:
+            raise ValueError("this SDNet has no area regressor (train with model.area_regressor=true)")
+        area: Tensor = self.area_regressor(anatomy)
+        return area
 
     def segment(self, x: Tensor) -> Segmentation:
         """Segment images: h(f_anatomy(x)).

@@ -5,7 +5,8 @@ Every method runs inside the same :class:`~sdnet.training.trainer.Trainer` loop:
 checkpoints, resume and budget. Only the iteration differs:
 
 * ``sdnet`` (:func:`sdnet_iteration`): the authors' schedule — supervised step, z-reconstruction, unsupervised
-  step, z-reconstruction, discriminator step (facts §1.11).
+  step, z-reconstruction, discriminator step (facts §1.11); with the LV-volume multi-task (``loss.vol`` > 0 and
+  ``data.volume_subjects``) a volume step on a batch with volume labels follows the first z-reconstruction.
 * ``unet`` (:func:`unet_iteration`): :func:`~sdnet.training.steps.unet_supervised_step` on a labelled batch; the
   unlabelled images are ignored.
 * ``gan`` (:func:`gan_iteration`): the U-Net step, then :func:`~sdnet.training.steps.gan_generator_step` on an
@@ -42,6 +43,7 @@ from sdnet.training.steps import (
     supervised_step,
     unet_supervised_step,
     unsupervised_step,
+    volume_step,
     z_reconstruction_step,
 )
 
@@ -69,11 +71,17 @@ def sdnet_iteration(t: Trainer) -> dict[str, float]:
     assert m is not None
     x, m = x.to(t.device), m.to(t.device)
     logs: dict[str, float] = {}
-    sup = supervised_step(model, x, m, t.optimisers["supervised"], cfg.loss, n_classes=n_classes)
+    sup = supervised_step(model, x, m, t.optimisers["supervised"], cfg.loss, n_classes=n_classes,
+                          volume_class=t.data.volume_class)
     logs.update({f"sup_{k}": v for k, v in sup.losses.items()})
     if cfg.loss.zrec > 0 and sup.anatomy is not None:
         zr = z_reconstruction_step(model, sup.anatomy, t.optimisers["zrec"], cfg.loss)
         logs["sup_zrec"] = zr.losses["zrec"]
+    if t.volume_stream is not None:  # LV-volume multi-task: subjects with volume labels and no masks
+        xv, _ = t.volume_stream.batch(s)
+        vol = volume_step(model, xv.to(t.device), t.volume_stream.areas(s).to(t.device), t.optimisers["volume"],
+                          cfg.loss)
+        logs["volume_vol"] = vol.losses["vol"]
     if t.unlabelled_stream is not None:
         xu, _ = t.unlabelled_stream.batch(s)
         xu = xu.to(t.device)

@@ -2,9 +2,9 @@
 two U-Net updates of the paper's baselines (§4.3).
 
 Per iteration the trainer runs: :func:`supervised_step` on a labelled batch, :func:`z_reconstruction_step`,
-:func:`unsupervised_step` on an unlabelled batch, :func:`z_reconstruction_step` again, then
-:func:`discriminator_step`. Each step returns its unweighted loss terms (floats) for logging; the paper's λ are
-applied only through :func:`sdnet.losses.weighted_sum`.
+(:func:`volume_step` on a batch with volume labels, LV-volume multi-task only), :func:`unsupervised_step` on an
+unlabelled batch, :func:`z_reconstruction_step` again, then :func:`discriminator_step`. Each step returns its
+unweighted loss terms (floats) for logging; the paper's λ are applied only through :func:`sdnet.losses.weighted_sum`.
 
 The baselines (:mod:`sdnet.training.methods`) train :class:`~sdnet.models.UNetSegmenter` with
 :func:`unet_supervised_step` (U-Net, self-train) and, for GAN, :func:`gan_generator_step` on an unlabelled batch
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from sdnet.config import LossWeights
 from sdnet.losses import (
+    area_regression,
     cross_entropy,
     dice_loss,
     kl_divergence,
@@ -38,6 +39,7 @@ from sdnet.losses import (
     weighted_sum,
     z_reconstruction,
 )
+from sdnet.metrics import area_percent
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter
 from sdnet.training.optim import KerasAdam
 
@@ -73,14 +75,17 @@ def _finish(loss: Tensor, terms: dict[str, Tensor], optimizer: KerasAdam, what: 
 
 
 def supervised_step(
-    model: SDNet, image: Tensor, masks: Tensor, optimizer: KerasAdam, weights: LossWeights, *, n_classes: int
+    model: SDNet, image: Tensor, masks: Tensor, optimizer: KerasAdam, weights: LossWeights, *, n_classes: int,
+    volume_class: int | None = None,
 ) -> StepResult:
     """Labelled batch: λ2 L_segm + λ4 L_rec + λ1 L_KL (no adversarial term on labelled data, as the authors),
-    plus the optional cross-entropy when ``weights.ce`` > 0.
+    plus the optional cross-entropy when ``weights.ce`` > 0, and λ_vol L_vol on the LV area of the masks when
+    ``weights.vol`` > 0 and the model has an area regressor (LV-volume multi-task, paper §5.2).
 
     Args:
         image: (B, 1, H, W) in [−1, 1].
         masks: (B, H, W) int64 class indices.
+        volume_class: class index of the LV cavity (needed for the volume term).
     """
     out = model(image)
     target = one_hot_foreground(masks, n_classes)
@@ -93,8 +98,22 @@ def supervised_step(
         del terms["rec"]
     if weights.ce > 0:
         terms["ce"] = cross_entropy(out.mask_logits, masks)
+    if weights.vol > 0 and model.area_regressor is not None and volume_class is not None:
+        terms["vol"] = area_regression(model.regress_area(out.anatomy), area_percent(masks, volume_class))
     losses = _finish(weighted_sum(terms, weights), terms, optimizer, "supervised step")
     return StepResult(losses=losses, anatomy=out.anatomy.detach())
+
+
+def volume_step(model: SDNet, image: Tensor, areas: Tensor, optimizer: KerasAdam, weights: LossWeights) -> StepResult:
+    """Batch with volume labels but no masks (LV-volume multi-task, paper §5.2): λ_vol L_vol of the area regressed
+    from s = f_anatomy(x). Updates f_anatomy (through the straight-through binarisation) and the regressor.
+
+    Args:
+        image: (B, 1, H, W) in [−1, 1].
+        areas: (B,) true LV areas in percent of the slice's pixels.
+    """
+    terms = {"vol": area_regression(model.regress_area(model.anatomy_encoder(image)), areas)}
+    return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "volume step"))
 
 
 def z_reconstruction_step(model: SDNet, anatomy: Tensor, optimizer: KerasAdam, weights: LossWeights) -> StepResult:
@@ -230,8 +249,14 @@ class FakeMaskPool:
 
 
 def generator_parameters(model: SDNet) -> list[nn.Parameter]:
-    """Parameters updated by the generator steps: f_anatomy, f_modality, g and h."""
+    """Parameters updated by the generator steps: f_anatomy, f_modality, g and h (and the area regressor)."""
     return list(model.parameters())
+
+
+def volume_parameters(model: SDNet) -> list[nn.Parameter]:
+    """Parameters updated by the volume step: f_anatomy and the area regressor."""
+    regressor = [] if model.area_regressor is None else list(model.area_regressor.parameters())
+    return list(model.anatomy_encoder.parameters()) + regressor
 
 
 def z_regressor_parameters(model: SDNet) -> list[nn.Parameter]:

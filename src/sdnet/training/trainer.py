@@ -46,7 +46,7 @@ from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discrimi
 from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
 from sdnet.training.methods import ITERATIONS, pseudo_label, selftrain_stage_end, with_pseudo_labels
 from sdnet.training.optim import KerasAdam
-from sdnet.training.steps import FakeMaskPool, generator_parameters, z_regressor_parameters
+from sdnet.training.steps import FakeMaskPool, generator_parameters, volume_parameters, z_regressor_parameters
 from sdnet.utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -113,11 +113,15 @@ class Trainer:
         run_dir: output folder (created).
         data: pre-built data (tests); by default built from ``config.data``.
         progress: show a tqdm progress bar.
+        split: reuse this subject split (resume, fine-tuning) instead of drawing one.
+        init_from: fine-tuning: start from the network weights of this checkpoint (a ``.pt`` file or a run folder)
+            instead of a fresh initialisation; optimisers, schedule and budget start afresh. Weights of parts the
+            checkpoint lacks (an area regressor added for the LV-volume task) keep their initialisation.
     """
 
     def __init__(
         self, config: RunConfig, run_dir: str | Path, *, data: TrainingData | None = None, progress: bool = False,
-        split: Split | None = None,
+        split: Split | None = None, init_from: str | Path | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -131,6 +135,8 @@ class Trainer:
         seed_everything(config.train.seed)
         self.method = config.train.method
         self.model: SDNet | UNetSegmenter = build_segmenter(mc, self.method).to(self.device)
+        if init_from is not None:
+            self._initialise_from(init_from)
         # unet ignores the unlabelled images; selftrain uses them through pseudo-labels (rounds >= 1)
         self.semi_supervised = self.data.unlabelled is not None and self.method != "unet"
         self.use_discriminator = self.semi_supervised and config.loss.adv > 0 and self.method in ("sdnet", "gan")
@@ -145,6 +151,8 @@ class Trainer:
             }
             if self.semi_supervised:
                 self.optimisers["unsupervised"] = KerasAdam(generator_parameters(self.model), oc)
+            if self.data.volume is not None and config.loss.vol > 0:
+                self.optimisers["volume"] = KerasAdam(volume_parameters(self.model), oc)
         else:
             self.optimisers = {"supervised": KerasAdam(self.model.parameters(), oc)}
             if self.discriminator is not None:  # gan: the adversarial generator update has its own Adam state
@@ -159,6 +167,13 @@ class Trainer:
             if self.data.unlabelled is not None and self.method in ("sdnet", "gan") else None
         )
         self.real_stream = self._stream(self.data.real_masks, "real_masks")
+        self.volume_stream = (
+            self._stream(self.data.volume, "volume") if self.data.volume is not None and "volume" in self.optimisers
+            else None
+        )
+        if config.loss.vol > 0 and self.data.volume_class is None:
+            raise SDNetError(f"loss.vol > 0 but the dataset has no label called {config.data.volume_class!r} "
+                             f"(labels: {self.class_names}); set data.volume_class")
         # selftrain: round 0 = labelled images only; round k >= 1 adds the pseudo-labelled unlabelled images
         self.selftrain_round = 0
         self.pseudo_labels: torch.Tensor | None = None
@@ -181,6 +196,23 @@ class Trainer:
         d, tc = self.config.data, self.config.train
         return BatchStream(data, batch_size=tc.batch_size, seed=tc.seed, name=name, max_rotation=d.augment_rotation,
                            flip=d.augment_flip)
+
+    def _initialise_from(self, checkpoint: str | Path) -> None:
+        """Copy the network weights of ``checkpoint`` into the model (fine-tuning); only an area regressor may be
+        missing from it."""
+        state = load_checkpoint(checkpoint, map_location=self.device)
+        saved = str(state.get("method", "sdnet"))
+        if saved != self.method:
+            raise CheckpointError(f"{checkpoint}: trained with train.method={saved}, this run has {self.method}")
+        try:
+            result = self.model.load_state_dict(state["model"], strict=False)
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{checkpoint}: its network does not match this run's model config ({exc})") from None
+        missing = [k for k in result.missing_keys if not k.startswith("area_regressor.")]
+        if missing or result.unexpected_keys:
+            raise CheckpointError(f"{checkpoint}: its network does not match this run's model config (missing "
+                                  f"{missing[:5]}, unexpected {list(result.unexpected_keys)[:5]})")
+        log.info("initialised the network from %s (fine-tuning)", checkpoint)
 
     @property
     def train_size(self) -> int:
