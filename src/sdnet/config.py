@@ -167,7 +167,8 @@ class DataConfig:
         root: dataset folder; empty until given on the command line.
         format: dataset layout: ``phantom`` (written by ``sdnet phantom``), ``acdc`` (the ACDC challenge release:
             patientXXX/Info.cfg, frames, _gt, 4D cine), ``ssl4mis`` (the SSL4MIS HDF5 release of ACDC) or
-            ``nnunet`` (an nnU-Net raw folder: dataset.json, imagesTr/, labelsTr/, imagesTs/).
+            ``nnunet`` (an nnU-Net raw folder: dataset.json, imagesTr/, labelsTr/, imagesTs/) or ``mmwhs`` (the
+            MM-WHS 2017 release: {ct,mr}_train/*_image.nii.gz and *_label.nii.gz, 7 structures; MR, CT or MR+CT).
         modality: which rendering(s) of a multi-modality dataset to use: one name (``MR`` or ``CT`` for the
             phantom) or several joined by ``+`` (``MR+CT``: multimodal training, paper §5.3; a subject's renderings
             share its subject id, so they always land in the same part of the split).
@@ -213,7 +214,7 @@ class DataConfig:
     """
 
     root: str = ""
-    format: Literal["phantom", "acdc", "ssl4mis", "nnunet"] = "phantom"
+    format: Literal["phantom", "acdc", "ssl4mis", "nnunet", "mmwhs"] = "phantom"
     modality: str = "MR"
     modality_mix: str = ""
     split: Literal["random", "ssl4mis"] = "random"
@@ -245,8 +246,8 @@ class DataConfig:
         mix = self.mix()  # validates data.modality and data.modality_mix
         if mix and sum(mix.values()) <= 0:
             raise ConfigError(f"data.modality_mix={self.modality_mix!r} uses no training images")
-        if self.format not in ("phantom", "acdc", "ssl4mis", "nnunet"):
-            raise ConfigError(f"data.format must be phantom, acdc, ssl4mis or nnunet, got {self.format!r}")
+        if self.format not in ("phantom", "acdc", "ssl4mis", "nnunet", "mmwhs"):
+            raise ConfigError(f"data.format must be phantom, acdc, ssl4mis, nnunet or mmwhs, got {self.format!r}")
         if self.split not in ("random", "ssl4mis"):
             raise ConfigError(f"data.split must be random or ssl4mis, got {self.split!r}")
         if self.split == "ssl4mis" and self.format != "ssl4mis":

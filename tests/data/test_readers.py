@@ -11,7 +11,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from sdnet.data.readers import ACDC_LABELS, read_acdc, read_nnunet, read_ssl4mis, ssl4mis_split_lists
+from sdnet.data.readers import (
+    ACDC_LABELS,
+    MMWHS_LABELS,
+    read_acdc,
+    read_mmwhs,
+    read_nnunet,
+    read_ssl4mis,
+    ssl4mis_split_lists,
+)
 from sdnet.errors import DataError
 
 SHAPE = (16, 16, 3)  # (H, W, S) as stored in NIfTI
@@ -370,3 +378,59 @@ def test_real_ssl4mis_split_lists() -> None:
     splits = ssl4mis_split_lists(_real_ssl4mis())
     assert {k: len(v) for k, v in splits.items()} == {"train": 70, "val": 10, "test": 20}
     assert len(set(splits["train"]) | set(splits["val"]) | set(splits["test"])) == 100
+
+
+# ------------------------------------------------------------------------------------------------------------- MM-WHS
+def _mmwhs_label(seed: int) -> np.ndarray:
+    values = np.array(sorted(MMWHS_LABELS), dtype=np.int16)
+    return values[np.random.default_rng(seed).integers(0, len(values), size=SHAPE)]
+
+
+@pytest.fixture
+def mmwhs(tmp_path: Path) -> Path:
+    root = tmp_path / "mmwhs"
+    for k, modality in enumerate(("mr", "ct")):
+        for number in (1001, 1002):
+            stem = root / f"{modality}_train" / f"{modality}_train_{number}"
+            _save(stem.with_name(stem.name + "_image.nii.gz"), _image(number + k))
+            _save(stem.with_name(stem.name + "_label.nii.gz"), _mmwhs_label(number + k))
+    _save(root / "ct_test" / "ct_test_2001_image.nii.gz", _image(7))
+    return root
+
+
+def test_mmwhs_reads_both_modalities(mmwhs: Path) -> None:
+    info, volumes = read_mmwhs(mmwhs)
+    assert info.n_classes == 8 and info.labels[500] == "LV" and info.modalities == ("MR", "CT")
+    assert [v.subject_id for v in volumes] == ["ct_1001", "ct_1002", "ct_2001", "mr_1001", "mr_1002"]
+    assert {v.modality for v in volumes if v.subject_id.startswith("mr")} == {"MR"}
+    first = volumes[0]
+    assert first.image.shape == (3, 16, 16) and first.spacing == pytest.approx(SPACING)
+    assert first.label is not None and set(np.unique(first.label)) <= set(MMWHS_LABELS)
+    assert volumes[2].label is None  # test volumes are unlabelled
+    _, only_mr = read_mmwhs(mmwhs, modalities=("MR",))
+    assert {v.modality for v in only_mr} == {"MR"} and len(only_mr) == 2
+
+
+def test_mmwhs_trains_through_the_pipeline(mmwhs: Path) -> None:
+    from sdnet.config import DataConfig
+    from sdnet.data.pipeline import prepare_data
+
+    config = DataConfig(root=str(mmwhs), format="mmwhs", modality="MR+CT", target_spacing_mm=0, cache_dir="none",
+                        val_fraction=0.2, test_fraction=0.2)
+    data = prepare_data(config, image_size=16, n_classes=8)
+    assert data.labelled.masks is not None and int(data.labelled.masks.max()) <= 7
+
+
+def test_mmwhs_errors(mmwhs: Path, tmp_path: Path) -> None:
+    (mmwhs / "mr_train" / "mr_train_1002_label.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"mr_train_1002_label\.nii\.gz: file not found"):
+        read_mmwhs(mmwhs)
+    bad = tmp_path / "bad"
+    _save(bad / "ct_train_1003_image.nii.gz", _image(1))
+    _save(bad / "ct_train_1003_label.nii.gz", np.full(SHAPE, 421, dtype=np.int16))
+    with pytest.raises(DataError, match=r"label values \[421\]"):
+        read_mmwhs(bad)
+    with pytest.raises(DataError, match="no MM-WHS volumes"):
+        read_mmwhs(tmp_path / "bad", modalities=("MR",))
+    with pytest.raises(DataError, match="not found"):
+        read_mmwhs(tmp_path / "nowhere")

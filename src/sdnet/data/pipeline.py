@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sdnet.config import DataConfig
-from sdnet.data.readers import read_acdc, read_nnunet, read_ssl4mis, ssl4mis_split_lists
+from sdnet.data.readers import read_acdc, read_mmwhs, read_nnunet, read_ssl4mis, ssl4mis_split_lists
 from sdnet.data.sampling import SliceSet
 from sdnet.data.splits import Split, fixed_split, modality_blocks, split_subjects
 from sdnet.data.transforms import center_crop_or_pad, normalise_intensity
@@ -85,9 +85,11 @@ def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
         raise DataError("no dataset given: pass --data DIR (or set data.root in the config)")
     if config.format == "phantom":
         return read_phantom(config.root, modality=config.modalities, labelled_phases=config.labelled_phases)
+    if config.format == "mmwhs":
+        return read_mmwhs(config.root, modalities=config.modalities)
     if len(config.modalities) > 1:
         raise DataError(f"data.modality={config.modality!r}: several modalities need a multi-modality dataset "
-                        f"(format phantom), not format {config.format!r}")
+                        f"(format phantom or mmwhs), not format {config.format!r}")
     if config.format == "acdc":
         return read_acdc(config.root, include_unlabelled=config.use_unlabelled,
                          unlabelled_frames=config.unlabelled_frames)

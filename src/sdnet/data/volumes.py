@@ -60,7 +60,9 @@ class DatasetInfo:
 
     @property
     def n_classes(self) -> int:
-        return max(self.labels) + 1
+        """Classes after remapping the label values to 0..L (background included): MM-WHS's 0, 205, ..., 850 are
+        8 classes."""
+        return len(self.labels)
 
 
 def check_volume(volume: Volume, info: DatasetInfo) -> None:
