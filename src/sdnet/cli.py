@@ -111,6 +111,9 @@ EPILOG_EXPERIMENT = """examples:
   sdnet experiment semi ... --dry-run                  # list the grid with run indices
   sdnet experiment semi ... --run-index $SLURM_ARRAY_TASK_ID   # one run per cluster job
   sdnet experiment table studies/ssl4mis               # table.md, table.csv, dice_vs_labels.png
+  sdnet experiment mix --config configs/phantom_mrct.yaml --data data/phantom_mrct --out studies/mix \
+      --mixes MR:1,CT:1 MR:1,CT:0.125 MR:0.125,CT:1 MR:0.125,CT:0 MR:1,CT:0 --folds 1
+  sdnet experiment factors --config configs/phantom_demo.yaml --data data/phantom --out studies/factors --folds 1
 """
 
 
@@ -124,12 +127,31 @@ def _comma_list(kind: Callable[[str], _T], name: str) -> Callable[[str], list[_T
     return parse
 
 
+def _add_runner_options(s: argparse.ArgumentParser, *, default_protocol: str = "paper") -> None:
+    """Options every study command shares: config, data, output, protocol, folds, seeds and how to run."""
+    s.add_argument("--config", type=Path, help="YAML run config (see configs/ and experiments/configs/)")
+    s.add_argument("--data", help="dataset folder (overrides data.root)")
+    s.add_argument("--out", required=True, type=Path, help="study folder (created; reused to continue a study)")
+    s.add_argument("--protocol", choices=["paper", "ssl4mis"], default=default_protocol,
+                   help="paper: seeded 70/15/15 subject split, one fold per test block (default); ssl4mis: the "
+                   "release's fixed 70/10/20 lists, one fold")
+    s.add_argument("--folds", type=int, help="folds 0..k-1 (default 3 for paper, 1 for ssl4mis)")
+    s.add_argument("--seeds", type=int, default=1, help="training seeds per cell (default 1)")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process with cores/jobs threads (default 1)")
+    s.add_argument("--run-index", type=int, metavar="K", help="run only run K of the grid (see --dry-run)")
+    s.add_argument("--dry-run", action="store_true", help="list the grid with run indices and states; train nothing")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of every run, e.g. --set train.max_minutes=10 (repeatable)")
+
+
 def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "experiment",
-        help="studies: a grid of training runs (semi) and its result table (table)",
-        description="Reproduce the paper's semi-supervised study (Tables 1 and 2): `semi` trains and tests every "
-        "method x label amount x fold (x seed) as ordinary runs in one study folder; `table` summarises it.",
+        help="studies: grids of training runs (semi, mix, factors) and their result tables (table)",
+        description="Reproduce the paper's studies as grids of ordinary runs in one study folder: `semi` the "
+        "semi-supervised study (Tables 1 and 2), `mix` the MR/CT mixtures (Table 3), `factors` the factor sizes "
+        "(§5.6); `table` summarises a study folder.",
         epilog=EPILOG_EXPERIMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -143,9 +165,6 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EPILOG_EXPERIMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("--config", type=Path, help="YAML run config (see experiments/configs/)")
-    s.add_argument("--data", help="dataset folder (overrides data.root)")
-    s.add_argument("--out", required=True, type=Path, help="study folder (created; reused to continue a study)")
     s.add_argument("--methods", required=True, type=_comma_list(str, "--methods"),
                    help="comma-separated: unet, gan, selftrain, sdnet, sdnet-nozrec, sdnet-nobin, sdnet-noadv")
     amounts = s.add_mutually_exclusive_group(required=True)
@@ -153,27 +172,47 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help="labelled training subjects per run, e.g. 1,3,7,70 (data.labelled_subjects)")
     amounts.add_argument("--fractions", type=_comma_list(float, "--fractions"), metavar="F,F,...",
                          help="labelled fractions of the training subjects, e.g. 0.1,0.5 (data.labelled_fraction)")
-    s.add_argument("--protocol", choices=["paper", "ssl4mis"], default="paper",
-                   help="paper: seeded 70/15/15 subject split, one fold per test block (default); ssl4mis: the "
-                   "release's fixed 70/10/20 lists, one fold")
-    s.add_argument("--folds", type=int, help="folds 0..k-1 (default 3 for paper, 1 for ssl4mis)")
-    s.add_argument("--seeds", type=int, default=1, help="training seeds per cell (default 1)")
-    s.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time, each in its own process with cores/jobs threads (default 1)")
-    s.add_argument("--run-index", type=int, metavar="K", help="run only run K of the grid (see --dry-run)")
-    s.add_argument("--dry-run", action="store_true", help="list the grid with run indices and states; train nothing")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value of every run, e.g. --set train.max_minutes=10 (repeatable)")
+    _add_runner_options(s)
+    m = esub.add_parser(
+        "mix",
+        help="train SDNet on mixtures of two modalities (paper Table 3); table: Dice per test modality",
+        description="One SDNet run per mixture (x fold x seed) in <out>/<mixture>/f1/fold<k>, each with "
+        "data.modality_mix set, every training subject labelled (the paper's mixtures are fully supervised; "
+        "use a config with data.use_unlabelled false). The config's data.modality must name the modalities "
+        "(e.g. MR+CT).",
+        epilog=EPILOG_EXPERIMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m.add_argument("--mixes", required=True, nargs="+", metavar="MOD:F,MOD:F",
+                   help="mixtures as fractions of the training subjects per modality, e.g. MR:1,CT:1 MR:1,CT:0.125 "
+                   "MR:0.125,CT:0")
+    _add_runner_options(m)
+    f = esub.add_parser(
+        "factors",
+        help="train SDNet for every anatomy-channel count C x modality-factor size n_z (paper §5.6)",
+        description="One SDNet run per C x n_z (x fold x seed) in <out>/C<C>-nz<n>/...; table: test Dice and the "
+        "posterior variance of every z dimension.",
+        epilog=EPILOG_EXPERIMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f.add_argument("--channels", type=_comma_list(int, "--channels"), default=[4, 8, 16], metavar="C,C,...",
+                   help="anatomy channels C (default 4,8,16)")
+    f.add_argument("--nz", type=_comma_list(int, "--nz"), default=[4, 8, 32], metavar="N,N,...",
+                   help="modality-factor sizes n_z (default 4,8,32)")
+    f.add_argument("--labelled", type=int, default=0, metavar="N",
+                   help="labelled training subjects per run (default 0: all, data.labelled_fraction 1)")
+    _add_runner_options(f)
     t = esub.add_parser(
         "table",
-        help="write table.md, table.csv and dice_vs_labels.png of a study folder",
-        description="Summarise a study folder: Dice per class and average (mean ± std over test volumes and folds) "
-        "per method and label amount, the best average in bold, a paired t-test of the best method against the "
-        "second best, and a Dice-vs-labelled-subjects figure. Missing runs appear as '—'.",
+        help="write the result table of a study folder (table.md, table.csv; semi also dice_vs_labels.png)",
+        description="Summarise a study folder. semi: Dice per class and average (mean ± std over test volumes and "
+        "folds) per method and label amount, the best average in bold, a paired t-test of the best method against "
+        "the second best, and a Dice-vs-labelled-subjects figure (missing runs appear as '—'). mix: Dice per test "
+        "modality per mixture. factors: Dice and posterior variances per C x n_z.",
     )
-    t.add_argument("study_dir", type=Path, metavar="STUDY_DIR", help="a folder written by `sdnet experiment semi`")
+    t.add_argument("study_dir", type=Path, metavar="STUDY_DIR", help="a folder written by `sdnet experiment ...`")
     t.add_argument("--metric", choices=["3d", "slice"], default="3d",
-                   help="3D Dice per volume (default) or the authors' per-slice average")
+                   help="semi: 3D Dice per volume (default) or the authors' per-slice average")
 
 
 EPILOG_ANALYSE = """examples:
@@ -366,18 +405,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from sdnet.study import labelled_fractions, labelled_subjects, run_state, write_table
+    from sdnet.study import StudyGrid, labelled_fractions, labelled_subjects, run_state, write_table
+    from sdnet.study.variants import factor_table, factor_variants, mixture_table, mixture_variants
 
     if args.study == "table":
+        kind = StudyGrid.read(args.study_dir).kind
+        if kind == "mix":
+            _, md, csv = mixture_table(args.study_dir)
+            print(md.read_text(), end="")
+            print(f"wrote {md} and {csv}")
+            return 0
+        if kind == "factors":
+            _, md, csv = factor_table(args.study_dir)
+            print(md.read_text(), end="")
+            print(f"wrote {md} and {csv}")
+            return 0
         files = write_table(args.study_dir, metric=args.metric)
         print(files.markdown.read_text(), end="")
         print(f"wrote {files.markdown}, {files.csv} and {files.figure}")
         return 0
     from sdnet.study import plan_study, run_study
 
-    labels = labelled_subjects(args.labelled) if args.labelled is not None else labelled_fractions(args.fractions)
-    plan = plan_study(config_path=args.config, methods=args.methods, labels=labels, protocol=args.protocol,
-                      folds=args.folds, seeds=args.seeds, data_root=args.data, overrides=args.overrides)
+    variants: dict[str, tuple[str, ...]] = {}
+    if args.study == "semi":
+        methods = args.methods
+        labels = labelled_subjects(args.labelled) if args.labelled is not None else labelled_fractions(args.fractions)
+    else:
+        variants = mixture_variants(args.mixes) if args.study == "mix" else factor_variants(args.channels, args.nz)
+        methods = list(variants)
+        labels = (labelled_subjects([args.labelled]) if args.study == "factors" and args.labelled
+                  else labelled_fractions([1.0]))
+    plan = plan_study(config_path=args.config, methods=methods, labels=labels, protocol=args.protocol,
+                      folds=args.folds, seeds=args.seeds, data_root=args.data, overrides=args.overrides,
+                      variants=variants, kind=args.study)
     if args.dry_run:
         width = len(str(len(plan.runs) - 1))
         for spec in plan.runs:

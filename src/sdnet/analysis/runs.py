@@ -204,6 +204,17 @@ def _encode_mu(model: SDNet, volumes: Sequence[PreprocessedVolume]) -> tuple[np.
     return mu.numpy(), logvar.numpy(), anatomy.flatten(1).numpy()
 
 
+def posterior_statistics(checkpoint: str | Path, *, data_root: str | Path | None = None) -> Any:
+    """Per-dimension posterior variance, variance of μ and KL (paper §5.6, Burgess et al.) of the modality factor
+    on every slice of the checkpoint's test subjects: a :class:`~sdnet.analysis.probes.FactorStatistics`."""
+    from sdnet.analysis.probes import factor_statistics
+
+    data = load_analysis_input(checkpoint, data_root=data_root)
+    with torch.inference_mode():
+        mu, logvar, _ = _encode_batches(data.model, _volume_images(data.test), pool=1)
+    return factor_statistics(mu.numpy(), logvar.numpy())
+
+
 def _slice_labels(volumes: Sequence[PreprocessedVolume], what: str) -> np.ndarray:
     return np.concatenate([np.full(v.image.shape[0], getattr(v, what)) for v in volumes]) if volumes else np.zeros(0)
 

@@ -92,13 +92,14 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class VolumeResult:
-    """Test scores of one volume, per foreground class (NaN where undefined)."""
+    """Test scores of one volume, per foreground class (NaN where undefined), and its modality (``""`` unknown)."""
 
     subject: str
     phase: int
     dice_3d: tuple[float, ...]
     dice_slice: tuple[float, ...]
     hd95: tuple[float, ...]
+    modality: str = ""
 
     def dice(self, kind: DiceKind = "3d") -> tuple[float, ...]:
         return self.dice_3d if kind == "3d" else self.dice_slice
@@ -192,7 +193,8 @@ class RunResult:
                 "hd95_unit": self.hd95_unit,
                 "volumes": [
                     {"subject": v.subject, "phase": v.phase, "dice_3d": per_class(v.dice_3d),
-                     "dice_slice": per_class(v.dice_slice), "hd95": per_class(v.hd95)}
+                     "dice_slice": per_class(v.dice_slice), "hd95": per_class(v.hd95),
+                     **({"modality": v.modality} if v.modality else {})}
                     for v in self.volumes
                 ],
             },
@@ -212,7 +214,8 @@ class RunResult:
 
             volumes = tuple(
                 VolumeResult(subject=str(v["subject"]), phase=int(v["phase"]), dice_3d=values(v["dice_3d"]),
-                             dice_slice=values(v["dice_slice"]), hd95=values(v.get("hd95") or {}))
+                             dice_slice=values(v["dice_slice"]), hd95=values(v.get("hd95") or {}),
+                             modality=str(v.get("modality", "")))
                 for v in test["volumes"]
             )
             frac = data.get("labelled_fraction")
@@ -278,6 +281,7 @@ def volume_results(report: EvaluationReport) -> tuple[VolumeResult, ...]:
     """The per-volume scores of an evaluation report as :class:`VolumeResult`."""
     return tuple(
         VolumeResult(subject=v.subject_id, phase=int(v.phase), dice_3d=tuple(float(x) for x in v.dice_3d),
-                     dice_slice=tuple(float(x) for x in v.dice_slice), hd95=tuple(float(x) for x in v.hd95))
+                     dice_slice=tuple(float(x) for x in v.dice_slice), hd95=tuple(float(x) for x in v.hd95),
+                     modality=v.modality)
         for v in report.volumes
     )

@@ -149,6 +149,8 @@ class RunSpec:
         protocol: ``paper`` or ``ssl4mis``.
         overrides: every override applied to the config file, in order (protocol, user, label, fold, seed,
             method).
+        variant: the overrides of a variant that is not one of :data:`METHODS` (a modality mixture, a factor
+            size; :mod:`sdnet.study.variants`), empty for the methods.
     """
 
     index: int
@@ -159,10 +161,11 @@ class RunSpec:
     seed: int
     protocol: str
     overrides: tuple[str, ...]
+    variant: tuple[str, ...] = ()
 
     @property
     def method_overrides(self) -> tuple[str, ...]:
-        return METHODS.get(self.method, ())
+        return (*METHODS.get(self.method, ()), *self.variant)
 
     @property
     def grid_overrides(self) -> tuple[str, ...]:
@@ -170,15 +173,19 @@ class RunSpec:
         return (*self.label.overrides, f"data.fold={self.fold}", f"train.seed={self.seed}", *self.method_overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "method": self.method, "label": self.label.key,
-                "labelled": self.label.to_dict(), "fold": self.fold, "seed": self.seed,
-                "protocol": self.protocol, "overrides": list(self.overrides)}
+        out = {"index": self.index, "name": self.name, "method": self.method, "label": self.label.key,
+               "labelled": self.label.to_dict(), "fold": self.fold, "seed": self.seed,
+               "protocol": self.protocol, "overrides": list(self.overrides)}
+        if self.variant:
+            out["variant"] = list(self.variant)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
         return cls(index=int(data["index"]), name=str(data["name"]), method=str(data["method"]),
                    label=LabelAmount.from_dict(data["labelled"]), fold=int(data["fold"]), seed=int(data["seed"]),
-                   protocol=str(data.get("protocol", "")), overrides=tuple(str(o) for o in data["overrides"]))
+                   protocol=str(data.get("protocol", "")), overrides=tuple(str(o) for o in data["overrides"]),
+                   variant=tuple(str(o) for o in data.get("variant", ())))
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,9 @@ class StudyGrid:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": STUDY_SCHEMA, "kind": self.kind, "config": self.config_path, "protocol": self.protocol,
-            "methods": list(self.methods), "method_overrides": {m: list(METHODS.get(m, ())) for m in self.methods},
+            "methods": list(self.methods),
+            "method_overrides": {m: list(next((r.method_overrides for r in self.runs if r.method == m),
+                                              METHODS.get(m, ()))) for m in self.methods},
             "labels": [{"key": a.key, **a.to_dict()} for a in self.labels], "folds": list(self.folds),
             "seeds": list(self.seeds), "base_overrides": list(self.base_overrides),
             "runs": [r.to_dict() for r in self.runs],
@@ -265,6 +274,8 @@ def plan_study(
     seeds: int = 1,
     data_root: str | Path | None = None,
     overrides: Sequence[str] = (),
+    variants: Mapping[str, Sequence[str]] | None = None,
+    kind: str = "semi",
 ) -> StudyPlan:
     """Build the grid methods × label amounts × folds × seeds, in that (deterministic) order, and resolve every
     run's config, so that a bad key or value fails here, before anything trains.
@@ -279,6 +290,9 @@ def plan_study(
             split, ``data.split_seed``, stays fixed so that seeds differ only in training).
         data_root: dataset folder (overrides ``data.root``; made absolute).
         overrides: the user's ``section.key=value`` overrides, applied after the protocol's and before the grid's.
+        variants: SDNet variants by name -> their overrides (modality mixtures, factor sizes:
+            :mod:`sdnet.study.variants`); such names may then appear in ``methods`` beside those of :data:`METHODS`.
+        kind: what the study is (``semi``, ``mix``, ``factors``), recorded in ``study.json`` for ``table``.
 
     Raises:
         StudyError: unknown method or protocol, empty grid, an override of a grid key, no dataset, a config file
@@ -288,9 +302,10 @@ def plan_study(
     if protocol not in PROTOCOLS:
         raise StudyError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     methods = list(dict.fromkeys(m.strip() for m in methods if m.strip()))
-    unknown = [m for m in methods if m not in METHODS]
+    extra = {name: tuple(o) for name, o in (variants or {}).items()}
+    unknown = [m for m in methods if m not in METHODS and m not in extra]
     if unknown:
-        raise StudyError(f"unknown method(s) {', '.join(unknown)} (known: {', '.join(METHODS)})")
+        raise StudyError(f"unknown method(s) {', '.join(unknown)} (known: {', '.join([*METHODS, *extra])})")
     labels = list(dict.fromkeys(labels))
     n_folds = DEFAULT_FOLDS[protocol] if folds is None else folds
     if not methods or not labels or n_folds < 1 or seeds < 1:
@@ -298,7 +313,8 @@ def plan_study(
                          f"{seeds} seeds")
     if protocol == "ssl4mis" and n_folds != 1:
         raise StudyError("the ssl4mis protocol has one fixed split: use --folds 1 (and --seeds for repeats)")
-    clashes = sorted({_key(o) for o in overrides} & GRID_KEYS)
+    variant_keys = {_key(o) for v in extra.values() for o in v}
+    clashes = sorted({_key(o) for o in overrides} & (GRID_KEYS | variant_keys))
     if clashes:
         raise StudyError(f"--set {', '.join(clashes)} is decided by the study grid (use --methods, --labelled, "
                          "--fractions, --folds or --protocol)")
@@ -320,7 +336,7 @@ def plan_study(
                 for seed in seed_values:
                     name = f"{method}/{label.key}/fold{fold}" + (f"-seed{seed}" if seeds > 1 else "")
                     spec = RunSpec(index=len(runs), name=name, method=method, label=label, fold=fold, seed=seed,
-                                   protocol=protocol, overrides=())
+                                   protocol=protocol, overrides=(), variant=extra.get(method, ()))
                     spec = dataclasses.replace(
                         spec, overrides=(*PROTOCOLS[protocol], *base_overrides, *spec.grid_overrides))
                     try:
@@ -331,7 +347,7 @@ def plan_study(
     grid_def = StudyGrid(
         config_path=str(Path(config_path).resolve()) if config_path is not None else "", protocol=protocol,
         methods=tuple(methods), labels=tuple(labels), folds=tuple(range(n_folds)), seeds=seed_values,
-        base_overrides=tuple(base_overrides), runs=tuple(runs),
+        base_overrides=tuple(base_overrides), runs=tuple(runs), kind=kind,
     )
     return StudyPlan(grid=grid_def, configs=tuple(configs))
 

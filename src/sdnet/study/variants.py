@@ -1,0 +1,195 @@
+"""Studies of SDNet variants on the semi-supervised study's runner: the modality mixtures of paper Table 3 (§5.3.1)
+and the factor-size sweep of §5.6.
+
+A variant is a named list of config overrides, planned with :func:`~sdnet.study.semi.plan_study`'s ``variants``, so
+it gets everything the study runner gives (run folders, restart, ``--jobs``, ``--run-index``, test-only results).
+
+* mixtures: ``MR:1,CT:0.125`` → variant ``MR1-CT0.125`` with ``data.modality_mix`` set; fully supervised as in the
+  paper (the config decides), table: Dice on each modality's test volumes (:func:`mixture_table`);
+* factor sizes: C × n_z → variant ``C8-nz16`` with ``model.anatomy_channels`` and ``model.n_z``; table: test Dice and
+  the posterior variance of each z dimension (:func:`factor_table`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sdnet.study.results import RunResult, StudyError, finite_mean, finite_std, read_result
+from sdnet.study.semi import StudyGrid
+
+__all__ = ["FactorRow", "MixtureRow", "factor_table", "factor_variants", "mixture_name", "mixture_table",
+           "mixture_variants"]
+
+
+def mixture_name(mix: str) -> str:
+    """Folder-safe name of a modality mixture: ``MR:1,CT:0.125`` → ``MR1-CT0.125``.
+
+    Raises:
+        StudyError: not ``MODALITY:FRACTION`` pairs.
+    """
+    parts = []
+    for item in mix.split(","):
+        name, sep, value = item.partition(":")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = math.nan
+        if not sep or not name.strip() or not 0 <= fraction <= 1:
+            raise StudyError(f"a mixture is MODALITY:FRACTION pairs with fractions in [0, 1], e.g. MR:1,CT:0.125; "
+                             f"got {mix!r}")
+        parts.append(f"{name.strip()}{fraction:g}")
+    return "-".join(parts)
+
+
+def mixture_variants(mixes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Variant name → overrides (``data.modality_mix``) of each mixture, in order."""
+    out: dict[str, tuple[str, ...]] = {
+        mixture_name(m): (f"data.modality_mix={json.dumps(m.replace(' ', ''))}",) for m in mixes}
+    if len(out) != len(mixes):
+        raise StudyError(f"duplicate mixtures in {list(mixes)}")
+    return out
+
+
+def factor_variants(channels: Sequence[int], n_z: Sequence[int]) -> dict[str, tuple[str, ...]]:
+    """Variant name ``C<C>-nz<n_z>`` → overrides, for every anatomy-channel count × modality-factor size."""
+    if not channels or not n_z or min([*channels, *n_z]) < 1:
+        raise StudyError(f"factor sizes must be >= 1, got C {list(channels)} and n_z {list(n_z)}")
+    return {f"C{c}-nz{n}": (f"model.anatomy_channels={c}", f"model.n_z={n}") for c in channels for n in n_z}
+
+
+def _results(study_dir: Path, grid: StudyGrid) -> dict[str, list[RunResult]]:
+    """Finished runs per variant (grid order)."""
+    out: dict[str, list[RunResult]] = {m: [] for m in grid.methods}
+    for spec in grid.runs:
+        if (study_dir / spec.name / "result.json").exists():
+            try:
+                out[spec.method].append(read_result(study_dir / spec.name))
+            except StudyError:
+                continue  # the trainer's own summary: training finished, test not yet run
+    return out
+
+
+@dataclass(frozen=True)
+class MixtureRow:
+    """One mixture: its training fractions and, per test modality, the mean and std of the volumes' mean 3D Dice
+    (pooled over folds) and the number of volumes."""
+
+    name: str
+    fractions: dict[str, float]
+    dice: dict[str, tuple[float, float, int]]
+    runs: int
+
+
+def mixture_table(study_dir: str | Path) -> tuple[list[MixtureRow], Path, Path]:
+    """Paper Table 3 from a mixture study folder: writes ``table.md`` and ``table.csv``.
+
+    Returns:
+        The rows and the two files.
+    """
+    base = Path(study_dir)
+    grid = StudyGrid.read(base)
+    results = _results(base, grid)
+    modalities: list[str] = []
+    rows = []
+    for name in grid.methods:
+        spec = next(r for r in grid.runs if r.method == name)
+        mix = next(o.split("=", 1)[1] for o in spec.variant if o.startswith("data.modality_mix="))
+        fractions = {k: float(v) for k, v in (item.split(":") for item in json.loads(mix).split(","))}
+        modalities += [m for m in fractions if m not in modalities]
+        per_modality: dict[str, list[float]] = {}
+        for result in results[name]:
+            for v in result.volumes:
+                per_modality.setdefault(v.modality, []).append(v.mean_dice("3d"))
+        dice = {m: (finite_mean(d), finite_std(d), len(d)) for m, d in per_modality.items()}
+        rows.append(MixtureRow(name=name, fractions=fractions, dice=dice, runs=len(results[name])))
+    head = [f"{m} train" for m in modalities] + [f"{m} test Dice" for m in modalities]
+    lines = [f"# Modality mixtures ({base})", "",
+             "Test 3D Dice (mean over classes per volume; mean ± std over the test volumes of each modality, all "
+             "folds pooled). Train fractions are of the training subjects, per modality.", "",
+             "| " + " | ".join([*head, "runs"]) + " |", "|" + "---|" * (len(head) + 1)]
+    csv = [",".join(["variant", *(f"{m}_train" for m in modalities),
+                     *(f"{m}_{k}" for m in modalities for k in ("dice_mean", "dice_std", "n_volumes")), "runs"])]
+    for row in rows:
+        cells = [f"{100 * row.fractions.get(m, 0):g}%" for m in modalities]
+        for m in modalities:
+            mean, std, n = row.dice.get(m, (math.nan, math.nan, 0))
+            trained = row.fractions.get(m, 0) > 0  # as the paper: no score for a modality never trained on
+            cells.append(f"{mean:.3f} ± {std:.3f}" if n and trained else "—")
+        lines.append("| " + " | ".join([*cells, str(row.runs)]) + " |")
+        csv.append(",".join([row.name, *(f"{row.fractions.get(m, 0):g}" for m in modalities),
+                             *(f"{row.dice.get(m, (math.nan, math.nan, 0))[k]:.6g}" for m in modalities
+                               for k in range(3)), str(row.runs)]))
+    md_path, csv_path = base / "table.md", base / "table.csv"
+    md_path.write_text("\n".join(lines) + "\n")
+    csv_path.write_text("\n".join(csv) + "\n")
+    return rows, md_path, csv_path
+
+
+@dataclass(frozen=True)
+class FactorRow:
+    """One factor size: C, n_z, test Dice (mean ± std over volumes, folds pooled) and the posterior variance of
+    each z dimension on the test slices (of the first finished fold; sorted ascending: small = informative)."""
+
+    name: str
+    channels: int
+    n_z: int
+    dice: tuple[float, float, int]
+    variances: tuple[float, ...]
+    runs: int
+
+
+def factor_table(study_dir: str | Path, *, active_below: float = 0.9) -> tuple[list[FactorRow], Path, Path]:
+    """The factor-size table (paper §5.6) of a factor study folder: writes ``table.md`` and ``table.csv``.
+
+    A z dimension counts as *active* when its mean posterior variance is below ``active_below`` (an unused
+    dimension keeps the prior's variance 1, Burgess et al.).
+    """
+    from sdnet.analysis.runs import posterior_statistics
+
+    base = Path(study_dir)
+    grid = StudyGrid.read(base)
+    results = _results(base, grid)
+    rows = []
+    for name in grid.methods:
+        spec = next(r for r in grid.runs if r.method == name)
+        values = {o.split("=", 1)[0]: int(o.split("=", 1)[1]) for o in spec.variant}
+        finished = results[name]
+        dice = [v.mean_dice("3d") for r in finished for v in r.volumes]
+        variances: tuple[float, ...] = ()
+        if finished:
+            stats = posterior_statistics(base / finished[0].name / "best.pt")
+            variances = tuple(sorted(stats.mean_variance))
+        rows.append(FactorRow(name=name, channels=values["model.anatomy_channels"], n_z=values["model.n_z"],
+                              dice=(finite_mean(dice), finite_std(dice), len(dice)), variances=variances,
+                              runs=len(finished)))
+    lines = [f"# Factor sizes ({base})", "",
+             "Test 3D Dice (mean over classes per volume; mean ± std over test volumes, folds pooled) and the mean "
+             "posterior variance of each z dimension on the test slices (sorted; < "
+             f"{active_below:g} = active, ~1 = unused, Burgess et al. 2018).", "",
+             "| C | n_z | test Dice | active z dims | posterior variances | runs |", "|---|---|---|---|---|---|"]
+    csv = ["variant,C,n_z,dice_mean,dice_std,n_volumes,active_dims,variances,runs"]
+    for row in rows:
+        active = sum(v < active_below for v in row.variances)
+        dice_text = "—" if not row.dice[2] else f"{row.dice[0]:.3f} ± {row.dice[1]:.3f}"
+        shown = ", ".join(f"{v:.2f}" for v in row.variances) or "—"
+        lines.append(f"| {row.channels} | {row.n_z} | {dice_text} | {active if row.variances else '—'} | {shown} | "
+                     f"{row.runs} |")
+        csv.append(f"{row.name},{row.channels},{row.n_z},{row.dice[0]:.6g},{row.dice[1]:.6g},{row.dice[2]},{active},"
+                   f"{' '.join(f'{v:.6g}' for v in row.variances)},{row.runs}")
+    if rows and all(r.runs for r in rows):
+        grid_dice = np.array([[next(r.dice[0] for r in rows if r.channels == c and r.n_z == n)
+                               for n in sorted({r.n_z for r in rows})] for c in sorted({r.channels for r in rows})])
+        best = np.unravel_index(np.nanargmax(grid_dice), grid_dice.shape) if np.isfinite(grid_dice).any() else None
+        if best is not None:
+            lines += ["", f"Best test Dice: C = {sorted({r.channels for r in rows})[best[0]]}, n_z = "
+                      f"{sorted({r.n_z for r in rows})[best[1]]} ({np.nanmax(grid_dice):.3f})."]
+    md_path, csv_path = base / "table.md", base / "table.csv"
+    md_path.write_text("\n".join(lines) + "\n")
+    csv_path.write_text("\n".join(csv) + "\n")
+    return rows, md_path, csv_path
