@@ -52,6 +52,8 @@ def test_analyse_commands_write_numbers_and_figures(mrct_run: Path, tmp_path: Pa
     assert main(["analyse", "arithmetic", "--checkpoint", str(mrct_run), "--out", str(out), "--images", "2"]) == 0
     arithmetic = json.loads((out / "arithmetic.json").read_text())
     assert set(arithmetic["channels"]) == {"RV", "MYO", "LV"} and len(arithmetic["permutation"]) == 4
+    assert len(arithmetic["posterior_variance_per_dimension"]) == 4 and all(
+        v > 0 for v in arithmetic["posterior_variance_per_dimension"]) and min(arithmetic["kl_per_dimension"]) >= 0
     for name in ("arithmetic.png", "interpolation.png", "arithmetic.md", "modality.md", "transfer.md",
                  "disentanglement.md"):
         assert (out / name).stat().st_size > 0, name
