@@ -24,9 +24,9 @@ from sdnet.data.splits import Split
 from sdnet.errors import DataError
 from sdnet.metrics import dice_per_class, hd95_per_class, slice_averaged_dice
 from sdnet.models import Segmenter, for_inference
+from sdnet.utils import evaluating
 
 
-@torch.inference_mode()
 def predict_probabilities(model: Segmenter, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
     """Class probabilities of every slice of a volume, in eval mode (restored afterwards).
 
@@ -38,15 +38,10 @@ def predict_probabilities(model: Segmenter, image: torch.Tensor, *, batch_size: 
     Returns:
         (S, n_classes, H, W) float on the CPU.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     out = []
-    try:
+    with evaluating(model) as device:  # type: ignore[arg-type]
         for start in range(0, image.shape[0], batch_size):
             out.append(model.segment(image[start : start + batch_size].to(device)).probabilities.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 

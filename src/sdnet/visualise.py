@@ -14,6 +14,7 @@ import torch
 from matplotlib.colors import ListedColormap
 
 from sdnet.models import SDNet, Segmenter
+from sdnet.utils import evaluating
 
 _MASK_COLOURS = ["#000000", "#e41a1c", "#4daf4a", "#377eb8", "#ff7f00", "#984ea3", "#ffff33", "#a65628"]
 _COLOUR_NAMES = ["black", "red", "green", "blue", "orange", "purple", "yellow", "brown"]
@@ -39,12 +40,9 @@ def decomposition_figure(
         labels: (N, H, W) class indices or None.
         path: output PNG.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     anatomy: np.ndarray | None = None
     recon: np.ndarray | None = None
-    try:
+    with evaluating(model) as device:  # type: ignore[arg-type]
         if isinstance(model, SDNet):
             out = model(images.to(device), sample=False)
             anatomy = out.anatomy.cpu().numpy()  # (N, C, H, W)
@@ -52,8 +50,6 @@ def decomposition_figure(
             probabilities = out.mask_probabilities
         else:
             probabilities = model.segment(images.to(device)).probabilities
-    finally:
-        model.train(was_training)
     pred = probabilities.argmax(1).cpu().numpy()
     n = pred.shape[0]
     c = 0 if anatomy is None else anatomy.shape[1]

@@ -17,8 +17,7 @@ afterwards); the returned tensors are CPU inference tensors (clone them to use t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from torch import Tensor
 
 from sdnet.errors import AnalysisError
 from sdnet.models import SDNet
+from sdnet.utils import evaluating
 
 __all__ = [
     "ArithmeticResult",
@@ -193,18 +193,6 @@ def permute_channels(s: Tensor, generator: torch.Generator) -> tuple[Tensor, Ten
 # --------------------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _evaluating(model: SDNet) -> Iterator[torch.device]:
-    """Eval mode and inference mode for the block; yields the model's device and restores its training flag."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield next(model.parameters()).device
-    finally:
-        model.train(was_training)
-
-
 @dataclass(frozen=True)
 class ArithmeticResult:
     """Reconstructions of images from edited anatomy factors, all with the same z = μ (paper Figure 7).
@@ -270,7 +258,7 @@ def channel_arithmetic(
     if source_channel == target_channel:
         raise AnalysisError(f"{source} and {target} share channel {source_channel}: nothing to move or swap")
     generator = torch.Generator().manual_seed(seed)
-    with _evaluating(model) as device:
+    with evaluating(model) as device:
         image = x.to(device)
         encoding = model.encode(image, sample=False)
         s, mu = encoding.anatomy, encoding.modality.mu  # (B, C, H, W), (B, n_z)
@@ -381,7 +369,7 @@ def z_interpolation(
         raise AnalysisError(f"steps must be at least 2, got {steps}")
     if not low < high:
         raise AnalysisError(f"low must be below high, got low={low}, high={high}")
-    with _evaluating(model) as device:
+    with evaluating(model) as device:
         image = x.to(device)
         encoding = model.encode(image, sample=False)
         s, mu = encoding.anatomy, encoding.modality.mu  # (1, C, H, W), (1, n_z)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sdnet.config import RunConfig, apply_overrides
-from sdnet.data.pipeline import PreprocessedVolume, load_preprocessed
+from sdnet.data.pipeline import PreparedVolume, PreprocessedVolume, load_preprocessed
 from sdnet.data.splits import Split
 from sdnet.errors import SDNetError
 from sdnet.models import SDNet
@@ -83,12 +83,8 @@ def load_analysis_input(checkpoint: str | Path, *, data_root: str | Path | None 
                          class_names=tuple(str(n) for n in state["class_names"]), train=train, test=test)
 
 
-def _prepared(volumes: Sequence[PreprocessedVolume]) -> list[Any]:
-    from sdnet.data.pipeline import PreparedVolume
-
-    return [PreparedVolume(subject_id=v.subject_id, phase=v.phase, image=torch.from_numpy(v.image),
-                           label=torch.from_numpy(v.label), spacing=v.spacing, source=v.source, modality=v.modality)
-            for v in volumes if v.label is not None]
+def _prepared(volumes: Sequence[PreprocessedVolume]) -> list[PreparedVolume]:
+    return [PreparedVolume.from_preprocessed(v) for v in volumes if v.label is not None]
 
 
 def _fmt(pair: tuple[float, float], digits: int = 3) -> str:

@@ -28,6 +28,7 @@ from sdnet.data.pipeline import PreparedVolume
 from sdnet.errors import SDNetError
 from sdnet.metrics import dice_per_class
 from sdnet.models import SDNet
+from sdnet.utils import evaluating
 
 
 @torch.inference_mode()
@@ -50,19 +51,14 @@ def transfer(model: SDNet, anatomy_from: Tensor, modality_from: Tensor, *, batch
                          f"{tuple(modality_from.shape)}")
     if modality_from.shape[0] not in (1, anatomy_from.shape[0]):
         raise SDNetError(f"modality images: 1 or {anatomy_from.shape[0]} needed, got {modality_from.shape[0]}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     out = []
-    try:
+    with evaluating(model) as device:
         for start in range(0, anatomy_from.shape[0], batch_size):
             xa = anatomy_from[start:start + batch_size].to(device)
             xb = modality_from if modality_from.shape[0] == 1 else modality_from[start:start + batch_size]
             s_a = model.encode(xa, sample=False).anatomy
             mu_b = model.encode(xb.to(device), sample=False).modality.mu
             out.append(model.decode(s_a, mu_b.expand(xa.shape[0], -1)).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else anatomy_from.new_zeros((0, *anatomy_from.shape[1:]))
 
 

@@ -22,6 +22,7 @@ from scipy import stats
 from sdnet.data.pipeline import PreparedVolume
 from sdnet.metrics import area_percent
 from sdnet.models import SDNet
+from sdnet.utils import evaluating
 
 __all__ = ["VolumeComparison", "VolumeEstimate", "compare_volumes", "lv_volumes", "paired_difference"]
 
@@ -47,7 +48,6 @@ class VolumeEstimate:
     unit: str
 
 
-@torch.inference_mode()
 def lv_volumes(model: SDNet, volumes: Sequence[PreparedVolume], class_index: int, *,
                batch_size: int = 16) -> list[VolumeEstimate]:
     """True, regressed and segmented LV volume of every volume (model in eval mode; its mode is restored).
@@ -61,19 +61,17 @@ def lv_volumes(model: SDNet, volumes: Sequence[PreparedVolume], class_index: int
     Returns:
         One :class:`VolumeEstimate` per volume, in the input order.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
+    out = []
+    with evaluating(model) as device:
         for v in volumes:
             n_pixels = int(v.image.shape[-1] * v.image.shape[-2])
             regressed, segmented = [], []
             for start in range(0, v.image.shape[0], batch_size):
-                x = v.image[start:start + batch_size].to(torch.float32)
+                x = v.image[start:start + batch_size].to(device=device, dtype=torch.float32)
                 seg = model.segment(x)
-                segmented.append(area_percent(seg.labels, class_index))
+                segmented.append(area_percent(seg.labels, class_index).cpu())
                 if model.area_regressor is not None:
-                    regressed.append(model.regress_area(seg.anatomy))
+                    regressed.append(model.regress_area(seg.anatomy).cpu())
             voxel = 1.0 if v.spacing is None else v.spacing[0] * v.spacing[1] * v.spacing[2] / 1000.0
             scale = voxel * n_pixels / 100.0  # percent of the slice -> pixels -> mL (or voxels)
             true = float(area_percent(v.label, class_index).sum()) * scale
@@ -81,9 +79,7 @@ def lv_volumes(model: SDNet, volumes: Sequence[PreparedVolume], class_index: int
             out.append(VolumeEstimate(subject_id=v.subject_id, phase=v.phase, modality=v.modality, true=true,
                                       regressed=reg, segmented=float(torch.cat(segmented).sum()) * scale,
                                       unit="voxels" if v.spacing is None else "mL"))
-        return out
-    finally:
-        model.train(was_training)
+    return out
 
 
 @dataclass(frozen=True)

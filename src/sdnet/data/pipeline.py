@@ -43,6 +43,19 @@ class PreparedVolume:
     source: str
     modality: str = ""
 
+    @classmethod
+    def from_preprocessed(cls, volume: PreprocessedVolume) -> PreparedVolume:
+        """The evaluation form (tensors) of a labelled :class:`PreprocessedVolume`.
+
+        Raises:
+            DataError: the volume has no label.
+        """
+        if volume.label is None:
+            raise DataError(f"{volume.source}: an unlabelled volume cannot be evaluated")
+        return cls(subject_id=volume.subject_id, phase=volume.phase, image=torch.from_numpy(volume.image),
+                   label=torch.from_numpy(volume.label), spacing=volume.spacing, source=volume.source,
+                   modality=volume.modality)
+
 
 @dataclass(frozen=True)
 class TrainingData:
@@ -352,19 +365,8 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
                 labelled.append((image, label, sid))
             else:  # other phases of labelled subjects; every phase of unlabelled subjects, masks withheld
                 unlabelled.append((image, None, sid))
-        elif sid in split.val or sid in split.test:
-            if label is None:
-                continue
-            prepared = PreparedVolume(
-                subject_id=sid,
-                phase=volume.phase,
-                image=torch.from_numpy(image),
-                label=torch.from_numpy(label),
-                spacing=volume.spacing,
-                source=volume.source,
-                modality=volume.modality,
-            )
-            (val if sid in split.val else test).append(prepared)
+        elif (sid in split.val or sid in split.test) and label is not None:
+            (val if sid in split.val else test).append(PreparedVolume.from_preprocessed(volume))
     if not labelled:
         raise DataError(f"{config.root}: no labelled training images (labelled subjects: {list(split.labelled)})")
     unlabelled_set = None

@@ -1,11 +1,14 @@
-"""Small helpers: seeding."""
+"""Small helpers: seeding, evaluation mode."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def seed_everything(seed: int) -> None:
@@ -15,4 +18,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["seed_everything"]
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[torch.device]:
+    """Eval mode and ``torch.inference_mode`` for the block; yields the model's device and restores its training
+    flag afterwards (also when the block raises)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
+
+
+__all__ = ["evaluating", "seed_everything"]
