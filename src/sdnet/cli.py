@@ -69,9 +69,9 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="override a config value, e.g. --set train.max_steps=500 (repeatable)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
-                   help="fine-tune: start from this checkpoint's network weights and subject split (fresh optimiser "
-                        "and budget), e.g. to add the LV-volume task: --set model.area_regressor=true --set "
-                        "loss.vol=1 --set data.volume_subjects=17")
+                   help="fine-tune: start from this checkpoint's network weights, subject split and (unless --data) "
+                        "dataset, with a fresh optimiser and budget, e.g. to add the LV-volume task: "
+                        "--set model.area_regressor=true --set loss.vol=1 --set data.volume_subjects=17")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -312,21 +312,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming {args.resume} at step {trainer.step} (epoch {trainer.epoch})")
     else:
         overrides = list(args.overrides)
+        split = None
+        if args.init_from is not None:  # fine-tuning: the checkpoint's split, and its dataset unless --data says
+            from sdnet.data.splits import Split
+            from sdnet.training.checkpoint import load_checkpoint
+
+            state = load_checkpoint(args.init_from)
+            try:
+                split = Split.from_dict(state["split"])
+                root = str(state["config"]["data"]["root"])
+            except (KeyError, TypeError) as exc:
+                raise SDNetError(f"{args.init_from}: checkpoint has no usable subject split ({exc})") from None
+            if args.data is None and root:
+                overrides.insert(0, f"data.root={json.dumps(root)}")
         if args.data is not None:
             overrides.append(f"data.root={json.dumps(str(args.data))}")
         config = load_config(args.config, overrides)
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         if (run_dir / "last.pt").exists():
             raise SDNetError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-        split = None
-        if args.init_from is not None:
-            from sdnet.data.splits import Split
-            from sdnet.training.checkpoint import load_checkpoint
-
-            try:
-                split = Split.from_dict(load_checkpoint(args.init_from)["split"])
-            except (KeyError, TypeError) as exc:
-                raise SDNetError(f"{args.init_from}: checkpoint has no usable subject split ({exc})") from None
         trainer = Trainer(config, run_dir, progress=not args.no_progress, split=split, init_from=args.init_from)
     d = trainer.data
     volume = (f"{len(d.split.volume)} subjects with volume labels ({len(d.volume)} slices); "
