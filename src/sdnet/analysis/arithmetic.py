@@ -478,7 +478,7 @@ def interpolation_figure(grid: InterpolationGrid, path: str | Path, *, title: st
             axes[i, j].imshow(grid.images[i, j].float().numpy(), cmap="gray", vmin=-1, vmax=1)
         axes[i, steps].imshow(grid.correlation[i].float().numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
         mappable = axes[i, steps + 1].imshow(grid.difference[i].float().numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-        axes[i, 0].set_ylabel(f"z{i + 1}", fontsize=8)
+        axes[i, 0].set_ylabel(f"z{i}", fontsize=8)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
