@@ -3,17 +3,16 @@
     python experiments/paired_tests.py studies/ssl4mis_cpu sdnet/l3:unet/l3 sdnet-noadv/l3:sdnet/l3
 
 Each pair ``A:B`` names two run folders (``<method>/<label>``, fold 0, or a full ``.../fold<k>`` path) of the study;
-volumes are paired by (subject, phase); the test is ``scipy.stats.ttest_rel`` of A against B.
+volumes are paired by (subject, phase); the test is ``scipy.stats.ttest_rel`` of A against B
+(:func:`sdnet.analysis.volume.paired_difference`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
-from scipy import stats
-
+from sdnet.analysis.volume import paired_difference
 from sdnet.study import read_result
 
 
@@ -32,11 +31,9 @@ def main() -> None:
         x, y = per_volume(args.study, a), per_volume(args.study, b)
         keys = sorted(set(x) & set(y))
         xs, ys = [x[k] for k in keys], [y[k] for k in keys]
-        mean_a, mean_b = sum(xs) / len(xs), sum(ys) / len(ys)
-        test = stats.ttest_rel(xs, ys) if any(p != q for p, q in zip(xs, ys, strict=True)) else None
-        t, p = (float(test.statistic), float(test.pvalue)) if test is not None else (math.nan, math.nan)
-        print(f"{a} - {b}: {mean_a - mean_b:+.3f} ({mean_a:.3f} vs {mean_b:.3f}), t = {t:.2f}, p = {p:.2g}, "
-              f"{len(keys)} pairs")
+        difference, t, p = paired_difference(ys, xs)  # mean of A − B, ttest_rel(A, B)
+        print(f"{a} - {b}: {difference:+.3f} ({sum(xs) / len(xs):.3f} vs {sum(ys) / len(ys):.3f}), t = {t:.2f}, "
+              f"p = {p:.2g}, {len(keys)} pairs")
 
 
 if __name__ == "__main__":

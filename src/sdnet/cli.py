@@ -413,14 +413,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from sdnet.study.variants import factor_table, factor_variants, mixture_table, mixture_variants
 
     if args.study == "table":
-        kind = StudyGrid.read(args.study_dir).kind
-        if kind == "mix":
-            _, md, csv = mixture_table(args.study_dir)
-            print(md.read_text(), end="")
-            print(f"wrote {md} and {csv}")
-            return 0
-        if kind == "factors":
-            _, md, csv = factor_table(args.study_dir)
+        tables: dict[str, Callable[[Path], tuple[object, Path, Path]]] = {"mix": mixture_table, "factors": factor_table}
+        variant_table = tables.get(StudyGrid.read(args.study_dir).kind)
+        if variant_table is not None:
+            _, md, csv = variant_table(args.study_dir)
             print(md.read_text(), end="")
             print(f"wrote {md} and {csv}")
             return 0

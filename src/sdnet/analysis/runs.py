@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from sdnet.data.pipeline import PreparedVolume, PreprocessedVolume, load_preproc
 from sdnet.data.splits import Split
 from sdnet.errors import SDNetError
 from sdnet.models import SDNet
+
+if TYPE_CHECKING:
+    from sdnet.analysis.probes import FactorStatistics
 
 
 @dataclass(frozen=True)
@@ -200,14 +203,30 @@ def _encode_mu(model: SDNet, volumes: Sequence[PreprocessedVolume]) -> tuple[np.
     return mu.numpy(), logvar.numpy(), anatomy.flatten(1).numpy()
 
 
-def posterior_statistics(checkpoint: str | Path, *, data_root: str | Path | None = None) -> Any:
+def posterior_statistics(checkpoint: str | Path, *, data_root: str | Path | None = None) -> FactorStatistics:
     """Per-dimension posterior variance, variance of μ and KL (paper §5.6, Burgess et al.) of the modality factor
     on every slice of the checkpoint's test subjects: a :class:`~sdnet.analysis.probes.FactorStatistics`."""
+    data = load_analysis_input(checkpoint, data_root=data_root)
+    return _test_factor_statistics(data.model, data.test)
+
+
+def _evenly_spaced(n: int, k: int) -> np.ndarray:
+    """min(k, n) indices spread evenly over range(n) (first and last included)."""
+    indices: np.ndarray = np.linspace(0, n - 1, min(k, n)).round().astype(int)
+    return indices
+
+
+def _test_factor_statistics(model: SDNet, volumes: Sequence[PreprocessedVolume], *,
+                            max_slices: int | None = None) -> FactorStatistics:
+    """:func:`~sdnet.analysis.probes.factor_statistics` of μ and log σ² on the volumes' slices (at most
+    ``max_slices``, evenly spaced)."""
     from sdnet.analysis.probes import factor_statistics
 
-    data = load_analysis_input(checkpoint, data_root=data_root)
+    images = _volume_images(volumes)
+    if max_slices is not None:
+        images = images[torch.from_numpy(_evenly_spaced(len(images), max_slices))]
     with torch.inference_mode():
-        mu, logvar, _ = _encode_batches(data.model, _volume_images(data.test), pool=1)
+        mu, logvar, _ = _encode_batches(model, images, pool=1)
     return factor_statistics(mu.numpy(), logvar.numpy())
 
 
@@ -234,7 +253,7 @@ def analyse_modality(checkpoint: str | Path, out: str | Path, *, data_root: str 
         raise SDNetError(f"modality estimation needs two or more modalities, got data.modality={modality!r}")
     mu_train, _, _ = _encode_mu(data.model, data.train)
     y_train = _slice_labels(data.train, "modality")
-    keep = np.linspace(0, len(y_train) - 1, min(max_train_slices, len(y_train))).round().astype(int)
+    keep = _evenly_spaced(len(y_train), max_train_slices)
     mu_test, logvar_test, s_test = _encode_mu(data.model, data.test)
     y_test = _slice_labels(data.test, "modality")
     probe = modality_probe(mu_train[keep], y_train[keep], mu_test, y_test, seed=seed)
@@ -282,7 +301,6 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
         match_channels,
         z_interpolation,
     )
-    from sdnet.analysis.probes import factor_statistics
 
     data = load_analysis_input(checkpoint, data_root=data_root)
     labelled = [v for v in data.train if v.label is not None]
@@ -290,7 +308,7 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
         raise SDNetError("no labelled training slices to match anatomy channels to classes")
     x_train = torch.from_numpy(np.concatenate([v.image for v in labelled]))
     y_train = torch.from_numpy(np.concatenate([v.label for v in labelled if v.label is not None]))
-    keep = torch.from_numpy(np.linspace(0, len(x_train) - 1, min(max_match_slices, len(x_train))).round()).long()
+    keep = torch.from_numpy(_evenly_spaced(len(x_train), max_match_slices))
     x_train, y_train = x_train[keep], y_train[keep]  # evenly spaced: s of every slice would not fit in memory
     s_train = _encode_batches(data.model, x_train)[2]
     channels = match_channels(s_train, y_train, data.class_names)
@@ -307,11 +325,7 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
                       title=f"anatomy arithmetic: {source} -> {target}, swap, random permutation")
     grid = z_interpolation(data.model, x[:1])
     interpolation_figure(grid, out_dir / "interpolation.png", title="z interpolation, -3 to 3 per dimension")
-    test_images = _volume_images(data.test)
-    keep = torch.from_numpy(np.linspace(0, len(test_images) - 1, min(2000, len(test_images))).round()).long()
-    with torch.inference_mode():
-        mu, logvar, _ = _encode_batches(data.model, test_images[keep], pool=1)
-    factors = factor_statistics(mu.numpy(), logvar.numpy())
+    factors = _test_factor_statistics(data.model, data.test, max_slices=2000)
     numbers: dict[str, Any] = {
         "checkpoint": str(checkpoint), "channels": channels,
         "permutation": [int(p) for p in result.permutation],

@@ -161,7 +161,9 @@ def _label_text(row: TableRow) -> str:
     return row.label.text
 
 
-def _load_results(study_dir: Path, grid: StudyGrid) -> tuple[dict[str, RunResult], list[str]]:
+def load_results(study_dir: Path, grid: StudyGrid) -> tuple[dict[str, RunResult], list[str]]:
+    """The study results of the grid's finished runs, by run name, and notes on unreadable ones (a run whose
+    ``result.json`` is still the trainer's own summary is simply not finished)."""
     results: dict[str, RunResult] = {}
     notes: list[str] = []
     for spec in grid.runs:
@@ -204,7 +206,7 @@ def build_table(study_dir: str | Path, *, metric: DiceKind = "3d") -> StudyTable
     """
     root = Path(study_dir)
     grid = StudyGrid.read(root)
-    results, notes = _load_results(root, grid)
+    results, notes = load_results(root, grid)
     class_names: tuple[str, ...] = ()
     for r in results.values():
         if class_names and r.class_names != class_names:

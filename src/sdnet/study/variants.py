@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sdnet.study.results import RunResult, StudyError, finite_mean, finite_std, read_result
+from sdnet.study.results import RunResult, StudyError, finite_mean, finite_std
 from sdnet.study.semi import StudyGrid
+from sdnet.study.table import load_results
 
 __all__ = ["FactorRow", "MixtureRow", "factor_table", "factor_variants", "mixture_name", "mixture_table",
            "mixture_variants"]
@@ -64,15 +65,21 @@ def factor_variants(channels: Sequence[int], n_z: Sequence[int]) -> dict[str, tu
 
 
 def _results(study_dir: Path, grid: StudyGrid) -> dict[str, list[RunResult]]:
-    """Finished runs per variant (grid order)."""
+    """Finished runs per variant (grid order); unfinished or unreadable runs count as missing."""
+    by_name, _ = load_results(study_dir, grid)
     out: dict[str, list[RunResult]] = {m: [] for m in grid.methods}
     for spec in grid.runs:
-        if (study_dir / spec.name / "result.json").exists():
-            try:
-                out[spec.method].append(read_result(study_dir / spec.name))
-            except StudyError:
-                continue  # the trainer's own summary: training finished, test not yet run
+        if spec.name in by_name:
+            out[spec.method].append(by_name[spec.name])
     return out
+
+
+def _write_table(study_dir: Path, markdown: list[str], csv: list[str]) -> tuple[Path, Path]:
+    """Write ``table.md`` and ``table.csv`` into the study folder."""
+    md_path, csv_path = study_dir / "table.md", study_dir / "table.csv"
+    md_path.write_text("\n".join(markdown) + "\n")
+    csv_path.write_text("\n".join(csv) + "\n")
+    return md_path, csv_path
 
 
 @dataclass(frozen=True)
@@ -125,9 +132,7 @@ def mixture_table(study_dir: str | Path) -> tuple[list[MixtureRow], Path, Path]:
         csv.append(",".join([row.name, *(f"{row.fractions.get(m, 0):g}" for m in modalities),
                              *(f"{row.dice.get(m, (math.nan, math.nan, 0))[k]:.6g}" for m in modalities
                                for k in range(3)), str(row.runs)]))
-    md_path, csv_path = base / "table.md", base / "table.csv"
-    md_path.write_text("\n".join(lines) + "\n")
-    csv_path.write_text("\n".join(csv) + "\n")
+    md_path, csv_path = _write_table(base, lines, csv)
     return rows, md_path, csv_path
 
 
@@ -189,7 +194,5 @@ def factor_table(study_dir: str | Path, *, active_below: float = 0.9) -> tuple[l
         if best is not None:
             lines += ["", f"Best test Dice: C = {sorted({r.channels for r in rows})[best[0]]}, n_z = "
                       f"{sorted({r.n_z for r in rows})[best[1]]} ({np.nanmax(grid_dice):.3f})."]
-    md_path, csv_path = base / "table.md", base / "table.csv"
-    md_path.write_text("\n".join(lines) + "\n")
-    csv_path.write_text("\n".join(csv) + "\n")
+    md_path, csv_path = _write_table(base, lines, csv)
     return rows, md_path, csv_path
