@@ -30,6 +30,11 @@ def test_short_training_run_losses_fall(tiny_phantom: Path, tmp_path: Path):
     assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
     assert len(result.history) == 3 and all(0 <= h["val_dice"] <= 1 for h in result.history)
+    epochs = [r for r in _records(tmp_path / "run") if r["event"] == "epoch"]
+    for r in epochs:  # per-class validation Dice beside the mean, whose average it is
+        per_class = [r[f"val_dice_{name}"] for name in ("RV", "MYO", "LV")]
+        assert all(0 <= d <= 1 for d in per_class)
+        assert abs(sum(per_class) / 3 - r["val_dice"]) < 1e-9
 
 
 def test_fully_supervised_when_no_unlabelled_images(tiny_phantom: Path, tmp_path: Path):

@@ -301,10 +301,16 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ training
     def validate(self) -> float:
         """Mean 3D Dice over classes and validation volumes (NaN if there are none)."""
+        return self.validate_per_class()[0]
+
+    def validate_per_class(self) -> tuple[float, dict[str, float]]:
+        """Validation 3D Dice: the mean over classes (as :meth:`validate`) and each class's mean over the validation
+        volumes, keyed by class name (NaN where undefined; empty without validation volumes)."""
         if not self.data.val:
-            return math.nan
+            return math.nan, {}
         report = evaluate_volumes(self.model, self.data.val, class_names=self.class_names, with_hd95=False)
-        return report.mean_dice("3d")
+        means, _ = report.mean_std("3d")
+        return report.mean_dice("3d"), {name: float(m) for name, m in zip(self.class_names, means, strict=True)}
 
     def train_iteration(self) -> dict[str, float]:
         """One iteration of ``train.method``'s schedule (:data:`sdnet.training.methods.ITERATIONS`); returns the
@@ -359,7 +365,7 @@ class Trainer:
     def _end_epoch(self, logger: _Logger, train_means: dict[str, float]) -> bool:
         """Validate, update best/patience, write checkpoints. Returns True when early stopping triggers."""
         tc = self.config.train
-        val = self.validate()
+        val, val_classes = self.validate_per_class()
         self.epoch += 1
         if math.isfinite(val) and val > self.best_val:
             self.best_val, self.best_epoch = val, self.epoch
@@ -369,6 +375,7 @@ class Trainer:
             self.stale_epochs += 1
         record: dict[str, Any] = {"event": "epoch", "step": self.step, "epoch": self.epoch, "val_dice": val,
                                   "best_val_dice": self.best_val, "elapsed_s": round(self.elapsed, 1)}
+        record.update({f"val_dice_{name}": v for name, v in val_classes.items()})
         record.update({f"mean_{k}": v for k, v in train_means.items()})
         self.history.append({k: float(v) for k, v in record.items() if isinstance(v, (int, float))})
         logger.write(record, "epoch")
