@@ -68,5 +68,9 @@ def test_factor_study_table(tiny_phantom: Path, study_config: Path, tmp_path: Pa
     done = next(line for line in lines if line.startswith("| 4 | 3 |"))
     variances = [float(v) for v in done.split("|")[5].split(",")]
     assert len(variances) == 3 and all(v > 0 for v in variances) and variances == sorted(variances)
+    usage = [float(u) for u in done.split("|")[7].split(",")]  # % of test pixels per anatomy channel
+    assert len(usage) == 4 and usage == sorted(usage, reverse=True) and all(u >= 0 for u in usage)
+    assert abs(sum(usage) - 100) < 0.5  # argmax binarisation: every pixel in exactly one channel (1-decimal rounding)
+    assert int(done.split("|")[6]) == sum(u > 0.1 for u in usage)
     missing = next(line for line in lines if line.startswith("| 4 | 2 |"))
     assert "—" in missing and missing.rstrip(" |").endswith("0")

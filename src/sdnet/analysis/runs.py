@@ -206,8 +206,19 @@ def _encode_mu(model: SDNet, volumes: Sequence[PreprocessedVolume]) -> tuple[np.
 def posterior_statistics(checkpoint: str | Path, *, data_root: str | Path | None = None) -> FactorStatistics:
     """Per-dimension posterior variance, variance of μ and KL (paper §5.6, Burgess et al.) of the modality factor
     on every slice of the checkpoint's test subjects: a :class:`~sdnet.analysis.probes.FactorStatistics`."""
+    return factor_sizes(checkpoint, data_root=data_root)[0]
+
+
+def factor_sizes(checkpoint: str | Path, *, data_root: str | Path | None = None) -> tuple[FactorStatistics, np.ndarray]:
+    """How much of each factor a trained model uses (paper §5.6), on every slice of the checkpoint's test subjects.
+
+    Returns:
+        The modality factor's :class:`~sdnet.analysis.probes.FactorStatistics` (posterior variance per z dimension)
+        and the anatomy factor's channel usage, (C,) float: the fraction of test pixels at which channel c of s is
+        on (sums to 1 with argmax binarisation; an all-zero channel, as the paper finds for C > 8, has 0).
+    """
     data = load_analysis_input(checkpoint, data_root=data_root)
-    return _test_factor_statistics(data.model, data.test)
+    return _test_factors(data.model, data.test)
 
 
 def _evenly_spaced(n: int, k: int) -> np.ndarray:
@@ -220,14 +231,21 @@ def _test_factor_statistics(model: SDNet, volumes: Sequence[PreprocessedVolume],
                             max_slices: int | None = None) -> FactorStatistics:
     """:func:`~sdnet.analysis.probes.factor_statistics` of μ and log σ² on the volumes' slices (at most
     ``max_slices``, evenly spaced)."""
+    return _test_factors(model, volumes, max_slices=max_slices)[0]
+
+
+def _test_factors(model: SDNet, volumes: Sequence[PreprocessedVolume], *,
+                  max_slices: int | None = None) -> tuple[FactorStatistics, np.ndarray]:
+    """:func:`_test_factor_statistics` and the mean of each anatomy channel over the same slices' pixels, (C,)."""
     from sdnet.analysis.probes import factor_statistics
 
     images = _volume_images(volumes)
     if max_slices is not None:
         images = images[torch.from_numpy(_evenly_spaced(len(images), max_slices))]
     with torch.inference_mode():
-        mu, logvar, _ = _encode_batches(model, images, pool=1)
-    return factor_statistics(mu.numpy(), logvar.numpy())
+        mu, logvar, anatomy = _encode_batches(model, images, pool=1)  # anatomy: (N, C, 1, 1) per-slice means
+    usage: np.ndarray = anatomy.flatten(1).mean(dim=0).numpy().astype(np.float64)  # equal-size slices
+    return factor_statistics(mu.numpy(), logvar.numpy()), usage
 
 
 def _slice_labels(volumes: Sequence[PreprocessedVolume], what: str) -> np.ndarray:

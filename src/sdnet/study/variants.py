@@ -138,8 +138,9 @@ def mixture_table(study_dir: str | Path) -> tuple[list[MixtureRow], Path, Path]:
 
 @dataclass(frozen=True)
 class FactorRow:
-    """One factor size: C, n_z, test Dice (mean ± std over volumes, folds pooled) and the posterior variance of
-    each z dimension on the test slices (of the first finished fold; sorted ascending: small = informative)."""
+    """One factor size: C, n_z, test Dice (mean ± std over volumes, folds pooled), the posterior variance of each z
+    dimension on the test slices (of the first finished fold; sorted ascending: small = informative) and the
+    fraction of test pixels each anatomy channel is on in (same run; sorted descending: trailing 0 = unused)."""
 
     name: str
     channels: int
@@ -147,15 +148,18 @@ class FactorRow:
     dice: tuple[float, float, int]
     variances: tuple[float, ...]
     runs: int
+    channel_usage: tuple[float, ...] = ()
 
 
-def factor_table(study_dir: str | Path, *, active_below: float = 0.9) -> tuple[list[FactorRow], Path, Path]:
+def factor_table(study_dir: str | Path, *, active_below: float = 0.9,
+                 used_above: float = 1e-3) -> tuple[list[FactorRow], Path, Path]:
     """The factor-size table (paper §5.6) of a factor study folder: writes ``table.md`` and ``table.csv``.
 
     A z dimension counts as *active* when its mean posterior variance is below ``active_below`` (an unused
-    dimension keeps the prior's variance 1, Burgess et al.).
+    dimension keeps the prior's variance 1, Burgess et al.); an anatomy channel counts as *used* when it is on in
+    more than ``used_above`` of the test pixels (the paper: "when C > 8 many channels are all zero").
     """
-    from sdnet.analysis.runs import posterior_statistics
+    from sdnet.analysis.runs import factor_sizes
 
     base = Path(study_dir)
     grid = StudyGrid.read(base)
@@ -167,26 +171,33 @@ def factor_table(study_dir: str | Path, *, active_below: float = 0.9) -> tuple[l
         finished = results[name]
         dice = [v.mean_dice("3d") for r in finished for v in r.volumes]
         variances: tuple[float, ...] = ()
+        usage: tuple[float, ...] = ()
         if finished:
-            stats = posterior_statistics(base / finished[0].name / "best.pt")
+            stats, channel_usage = factor_sizes(base / finished[0].name / "best.pt")
             variances = tuple(sorted(stats.mean_variance))
+            usage = tuple(sorted((float(u) for u in channel_usage), reverse=True))
         rows.append(FactorRow(name=name, channels=values["model.anatomy_channels"], n_z=values["model.n_z"],
                               dice=(finite_mean(dice), finite_std(dice), len(dice)), variances=variances,
-                              runs=len(finished)))
+                              runs=len(finished), channel_usage=usage))
     lines = [f"# Factor sizes ({base})", "",
-             "Test 3D Dice (mean over classes per volume; mean ± std over test volumes, folds pooled) and the mean "
+             "Test 3D Dice (mean over classes per volume; mean ± std over test volumes, folds pooled); the mean "
              "posterior variance of each z dimension on the test slices (sorted; < "
-             f"{active_below:g} = active, ~1 = unused, Burgess et al. 2018).", "",
-             "| C | n_z | test Dice | active z dims | posterior variances | runs |", "|---|---|---|---|---|---|"]
-    csv = ["variant,C,n_z,dice_mean,dice_std,n_volumes,active_dims,variances,runs"]
+             f"{active_below:g} = active, ~1 = unused, Burgess et al. 2018); the percentage of test pixels at which "
+             f"each anatomy channel of s is on (sorted; used = more than {100 * used_above:g} %).", "",
+             "| C | n_z | test Dice | active z dims | posterior variances | used s channels | s channel usage (%) "
+             "| runs |", "|---|---|---|---|---|---|---|---|"]
+    csv = ["variant,C,n_z,dice_mean,dice_std,n_volumes,active_dims,variances,used_channels,channel_usage,runs"]
     for row in rows:
         active = sum(v < active_below for v in row.variances)
+        used = sum(u > used_above for u in row.channel_usage)
         dice_text = "—" if not row.dice[2] else f"{row.dice[0]:.3f} ± {row.dice[1]:.3f}"
         shown = ", ".join(f"{v:.2f}" for v in row.variances) or "—"
+        shown_usage = ", ".join(f"{100 * u:.1f}" for u in row.channel_usage) or "—"
         lines.append(f"| {row.channels} | {row.n_z} | {dice_text} | {active if row.variances else '—'} | {shown} | "
-                     f"{row.runs} |")
+                     f"{used if row.channel_usage else '—'} | {shown_usage} | {row.runs} |")
         csv.append(f"{row.name},{row.channels},{row.n_z},{row.dice[0]:.6g},{row.dice[1]:.6g},{row.dice[2]},{active},"
-                   f"{' '.join(f'{v:.6g}' for v in row.variances)},{row.runs}")
+                   f"{' '.join(f'{v:.6g}' for v in row.variances)},{used},"
+                   f"{' '.join(f'{u:.6g}' for u in row.channel_usage)},{row.runs}")
     if rows and all(r.runs for r in rows):
         grid_dice = np.array([[next(r.dice[0] for r in rows if r.channels == c and r.n_z == n)
                                for n in sorted({r.n_z for r in rows})] for c in sorted({r.channels for r in rows})])
