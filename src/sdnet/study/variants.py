@@ -140,7 +140,7 @@ def mixture_table(study_dir: str | Path) -> tuple[list[MixtureRow], Path, Path]:
 class FactorRow:
     """One factor size: C, n_z, test Dice (mean ± std over volumes, folds pooled), the posterior variance of each z
     dimension on the test slices (of the first finished fold; sorted ascending: small = informative) and the
-    fraction of test pixels each anatomy channel is on in (same run; sorted descending: trailing 0 = unused)."""
+    fraction of test pixels at which each anatomy channel is on (same run; sorted descending: trailing 0 = unused)."""
 
     name: str
     channels: int
