@@ -177,7 +177,8 @@ class DataConfig:
             modality). The subjects are taken from one seeded order in consecutive blocks, modality after modality
             (wrapping around), so the blocks are disjoint when the fractions sum to at most 1 (no subject seen in
             two modalities, as in MM-WHS) and overlap otherwise. A non-zero fraction takes at least one subject.
-            Validation and test subjects are always scored in every modality.
+            Test subjects are always scored in every modality; validation subjects (which pick ``best.pt``) only in
+            the modalities with a non-zero fraction, so that no model is selected on a modality it never saw.
         split: ``random`` (seeded subject-level split by val/test fractions) or ``ssl4mis`` (the release's fixed
             70/10/20 patient lists; format ``ssl4mis`` only).
         subject_pattern: nnU-Net only: a regular expression whose first group extracts the subject id from a case

@@ -1,5 +1,6 @@
 """Multimodal data (paper §5.3): several renderings per subject, the per-modality mixture, per-modality scores."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,11 @@ def test_prepare_data_mixture_keeps_subjects_whole_and_scores_every_modality(tin
     # held-out subjects are scored in both modalities, never seen in training
     assert sorted(v.modality for v in d.test) == ["CT"] * 4 + ["MR"] * 4
     assert not {v.subject_id for v in d.test} & set(d.labelled.subject_ids)
+    val_modalities = sorted(v.modality for v in d.val)  # validated in both trained modalities
+    assert set(val_modalities) == {"MR", "CT"} and val_modalities.count("MR") == val_modalities.count("CT")
+    mr_only = prepare_data(dataclasses.replace(cfg, modality_mix="MR:1,CT:0"), image_size=32, n_classes=4)
+    assert {v.modality for v in mr_only.val} == {"MR"}  # best.pt is never picked on a modality not trained on
+    assert {v.modality for v in mr_only.test} == {"MR", "CT"}  # ...but the test still scores both
     single = prepare_data(DataConfig(root=str(tiny_phantom), modality="CT", val_fraction=0.25, test_fraction=0.25,
                                      use_unlabelled=False, cache_dir="none"), image_size=32, n_classes=4)
     assert {v.modality for v in single.test} == {"CT"}

@@ -346,6 +346,8 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
     labelled_ids, train_ids, volume_ids = set(split.labelled), set(split.train), set(split.volume)
     with_volume: list[tuple[np.ndarray, np.ndarray, str]] = []
     blocks = modality_blocks(split.train, config.mix(), seed=config.split_seed) if config.mix() else None
+    # validation picks best.pt: only in the modalities the mixture trains on, never on an unseen one
+    val_modalities = None if blocks is None else {m for m, ids in blocks.items() if ids}
     labelled: list[tuple[np.ndarray, np.ndarray | None, str]] = []
     unlabelled: list[tuple[np.ndarray, None, str]] = []
     all_train_masks: list[tuple[np.ndarray, np.ndarray | None, str]] = []
@@ -365,8 +367,10 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
                 labelled.append((image, label, sid))
             else:  # other phases of labelled subjects; every phase of unlabelled subjects, masks withheld
                 unlabelled.append((image, None, sid))
-        elif (sid in split.val or sid in split.test) and label is not None:
-            (val if sid in split.val else test).append(PreparedVolume.from_preprocessed(volume))
+        elif sid in split.test and label is not None:
+            test.append(PreparedVolume.from_preprocessed(volume))
+        elif sid in split.val and label is not None and (val_modalities is None or volume.modality in val_modalities):
+            val.append(PreparedVolume.from_preprocessed(volume))
     if not labelled:
         raise DataError(f"{config.root}: no labelled training images (labelled subjects: {list(split.labelled)})")
     unlabelled_set = None
