@@ -227,16 +227,10 @@ def _evenly_spaced(n: int, k: int) -> np.ndarray:
     return indices
 
 
-def _test_factor_statistics(model: SDNet, volumes: Sequence[PreprocessedVolume], *,
-                            max_slices: int | None = None) -> FactorStatistics:
-    """:func:`~sdnet.analysis.probes.factor_statistics` of μ and log σ² on the volumes' slices (at most
-    ``max_slices``, evenly spaced)."""
-    return _test_factors(model, volumes, max_slices=max_slices)[0]
-
-
 def _test_factors(model: SDNet, volumes: Sequence[PreprocessedVolume], *,
                   max_slices: int | None = None) -> tuple[FactorStatistics, np.ndarray]:
-    """:func:`_test_factor_statistics` and the mean of each anatomy channel over the same slices' pixels, (C,)."""
+    """:func:`~sdnet.analysis.probes.factor_statistics` of μ and log σ² on the volumes' slices (at most
+    ``max_slices``, evenly spaced), and the mean of each anatomy channel over the same slices' pixels, (C,)."""
     from sdnet.analysis.probes import factor_statistics
 
     images = _volume_images(volumes)
@@ -343,7 +337,7 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
                       title=f"anatomy arithmetic: {source} -> {target}, swap, random permutation")
     grid = z_interpolation(data.model, x[:1])
     interpolation_figure(grid, out_dir / "interpolation.png", title="z interpolation, -3 to 3 per dimension")
-    factors = _test_factor_statistics(data.model, data.test, max_slices=2000)
+    factors, _ = _test_factors(data.model, data.test, max_slices=2000)
     numbers: dict[str, Any] = {
         "checkpoint": str(checkpoint), "channels": channels,
         "permutation": [int(p) for p in result.permutation],
