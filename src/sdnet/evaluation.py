@@ -24,6 +24,7 @@ from sdnet.data.splits import Split
 from sdnet.errors import DataError
 from sdnet.metrics import dice_per_class, hd95_per_class, slice_averaged_dice
 from sdnet.models import Segmenter, for_inference
+from sdnet.models.blocks import channel_argmax
 from sdnet.utils import evaluating
 
 
@@ -47,7 +48,7 @@ def predict_probabilities(model: Segmenter, image: torch.Tensor, *, batch_size: 
 
 def predict_volume(model: Segmenter, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
     """(S, H, W) int64 class indices of every slice of ``image`` (S, 1, H, W)."""
-    return predict_probabilities(model, image, batch_size=batch_size).argmax(dim=1)
+    return channel_argmax(predict_probabilities(model, image, batch_size=batch_size)).squeeze(1)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from sdnet.data.pipeline import preprocess_volume
 from sdnet.data.volumes import DatasetInfo, Volume
 from sdnet.evaluation import predict_probabilities
 from sdnet.models import Segmenter, for_inference
+from sdnet.models.blocks import channel_argmax
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def to_input_grid(probabilities: torch.Tensor, steps: GridSteps) -> np.ndarray:
         p = F.interpolate(p, size=steps.resampled_shape, mode="bilinear", align_corners=False)
     if steps.resampled_shape != steps.input_shape:
         p = F.interpolate(p, size=steps.input_shape, mode="bilinear", align_corners=False)
-    labels: np.ndarray = p.argmax(dim=1).numpy()
+    labels: np.ndarray = channel_argmax(p).squeeze(1).numpy()
     return labels
 
 

@@ -11,6 +11,7 @@ from sdnet.models.blocks import (
     KERAS_BN_MOMENTUM,
     batch_norm_1d,
     binarise,
+    channel_argmax,
     conv_bn_act,
     film,
     keras_init_,
@@ -101,3 +102,12 @@ def test_film_broadcasts_over_space() -> None:
     torch.testing.assert_close(out, expected)
     with pytest.raises(ValueError, match="FiLM"):
         film(features, torch.randn(2, 4), torch.randn(2, 4))
+
+
+def test_channel_argmax_matches_torch_argmax_including_ties() -> None:
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 3, (3, 6, 9, 7), generator=gen).float()  # many ties: the first maximum must win
+    assert torch.equal(channel_argmax(values), values.argmax(dim=1, keepdim=True))
+    values = torch.randn(2, 5, 4, 4, generator=gen)
+    assert torch.equal(channel_argmax(values), values.argmax(dim=1, keepdim=True))
+    assert channel_argmax(values[:, :1]).abs().sum() == 0  # one channel: always index 0

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from sdnet.models.anatomy import AnatomyEncoder
+from sdnet.models.blocks import channel_argmax
 from sdnet.models.decoder import FiLMDecoder
 from sdnet.models.modality import ModalityCode, ModalityEncoder
 from sdnet.models.segmentor import Segmentor
@@ -54,7 +55,7 @@ class Segmentation:
     @property
     def labels(self) -> Tensor:
         """(B, H, W) int64 in [0, n_classes): the argmax class of every pixel (0 = background)."""
-        return self.logits.argmax(dim=1)
+        return channel_argmax(self.logits).squeeze(1)
 
 
 @dataclass(frozen=True)
