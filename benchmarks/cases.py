@@ -38,9 +38,11 @@ RESULT_PREFIX = "RESULT "
 TRAIN_VARIANTS: tuple[str, ...] = ("eager", "library")
 """Training versions compared by the acceptance criteria."""
 
-LEVER_VARIANTS: tuple[str, ...] = ("library+loop-adam", "library+channels-last", "library+flush-denormal")
+LEVER_VARIANTS: tuple[str, ...] = (
+    "library+loop-adam", "library+channels-last", "library+flush-denormal", "library+bf16",
+)
 """Library iteration with one lever changed (``loop-adam`` = torch's per-parameter Adam, i.e. the library before
-the fused-Adam change)."""
+the fused-Adam change; ``bf16`` = ``train.precision=bf16``, the library's mixed precision)."""
 
 INFERENCE_VARIANTS: tuple[str, ...] = ("simple", "inference-mode", "channels-last", "fold-bn", "compile")
 """``simple``: eval + no_grad; ``inference-mode``: torch.inference_mode; ``channels-last``: + channels_last
@@ -210,7 +212,8 @@ def _replace_optimisers(trainer: Trainer, implementation: AdamImplementation) ->
 
 
 def _train(spec: CaseSpec, result: CaseResult) -> None:
-    config = run_config(spec.config, quick=spec.quick, threads=spec.threads)
+    extra = ("train.precision=bf16",) if spec.variant == "library+bf16" else ()
+    config = run_config(spec.config, quick=spec.quick, threads=spec.threads, extra=extra)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(config, Path(tmp) / "run")
         items = config.train.batch_size * (2 if trainer.unlabelled_stream is not None else 1)
@@ -228,7 +231,7 @@ def _train(spec: CaseSpec, result: CaseResult) -> None:
                     channels_last(trainer.discriminator)
             elif spec.variant == "library+flush-denormal":
                 result.extra["flush_denormal_supported"] = bool(torch.set_flush_denormal(True))
-            elif spec.variant != "library":
+            elif spec.variant not in ("library", "library+bf16"):  # bf16: set in the config above
                 raise ValueError(f"unknown training variant {spec.variant!r}")
             result.extra["adam"] = sorted({opt.implementation for opt in trainer.optimisers.values()})
             step = lambda i: trainer.train_iteration()  # noqa: E731

@@ -138,10 +138,12 @@ def _estimate(spec: CaseSpec, done: Sequence[CaseResult]) -> float:
     """Expected wall time of an optional case: that of the closest case already run (same kind and config)."""
     kind = "train" if spec.section == "levers" else spec.section
     extra = 120.0 if spec.variant == "compile" else 0.0  # inductor's first compilation, both functions
+    # bf16 without native bf16 instructions: ~30x slower per iteration, so only the minimum repetitions run
+    factor = 15.0 if spec.variant == "library+bf16" else 1.0
     for r in done:
         s = r.spec
         if s["section"] == kind and s["config"] == spec.config:
-            return r.wall_s + 5.0 + extra
+            return r.wall_s * factor + 5.0 + extra
     return spec.budget_s * 3 + 10.0 + extra
 
 
@@ -182,6 +184,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--quality-steps", type=int, default=0,
                         help="iterations of the quality check (default 300, 3 with --quick)")
     parser.add_argument("--quality-seeds", default="0", help="comma-separated seeds of the quality check")
+    parser.add_argument("--quality-precision", choices=("fp32", "bf16"), default="fp32",
+                        help="train.precision of the library in the quality check (the eager baseline is fp32): "
+                             "bf16 checks that mixed precision keeps accuracy")
     args = parser.parse_args(list(argv))
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -245,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = [int(s) for s in args.quality_seeds.split(",") if s.strip()]
         print(f"[{time.perf_counter() - start:6.0f} s] quality: {steps} iterations x {len(seeds)} seed(s) ...",
               flush=True)
-        report.quality = run_quality(steps=steps, seeds=seeds, threads=threads, quick=args.quick)
+        report.quality = run_quality(steps=steps, seeds=seeds, threads=threads, quick=args.quick,
+                                     precision=args.quality_precision)
         print(f"[{time.perf_counter() - start:6.0f} s] quality done ({report.quality.wall_s:.0f} s)", flush=True)
 
     report.elapsed_s = time.perf_counter() - start

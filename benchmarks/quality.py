@@ -2,7 +2,9 @@
 
 Both versions start from the same weights (same seed), draw the same batches from the same streams of the same
 phantom split and run the same number of iterations; only the iteration differs (see :mod:`benchmarks.eager`).
-The acceptance criterion is "not worse": library Dice ≥ eager Dice − ``tolerance``.
+The acceptance criterion is "not worse": library Dice ≥ eager Dice − ``tolerance``. With ``precision="bf16"`` the
+library trains in mixed precision (``train.precision=bf16``) against the float32 eager baseline: the check that
+mixed precision keeps accuracy.
 
 Setup: ``configs/phantom_demo.yaml`` (64 px crop, U-Net 16, 4 labelled subjects) on a phantom written to a temporary
 folder (24 subjects, 96 px, as the demo's but fewer subjects); ``--quick`` uses a tiny phantom and a few steps.
@@ -17,7 +19,7 @@ from pathlib import Path
 from benchmarks.eager import EagerSDNet
 from benchmarks.report import QualityResult
 from benchmarks.setups import REPO_ROOT, IterationBatches, sdnet_model
-from sdnet.config import RunConfig, load_config
+from sdnet.config import RunConfig, apply_overrides, load_config
 from sdnet.data.phantom import PhantomConfig, write_phantom
 from sdnet.training import Trainer
 
@@ -37,8 +39,10 @@ def quality_config(root: Path, *, steps: int, seed: int, threads: int, quick: bo
 
 
 def run_quality(*, steps: int, seeds: list[int], threads: int, quick: bool = False,
-                tolerance: float = DEFAULT_TOLERANCE) -> QualityResult:
-    """Train the eager and the library iteration ``steps`` iterations per seed; return both validation Dice."""
+                tolerance: float = DEFAULT_TOLERANCE, precision: str = "fp32") -> QualityResult:
+    """Train the eager and the library iteration ``steps`` iterations per seed; return both validation Dice.
+
+    ``precision`` is the library's ``train.precision`` (the eager baseline always trains in float32)."""
     start = time.perf_counter()
     phantom = (PhantomConfig(n_subjects=8, image_size=32, n_slices=3, n_phases=3, seed=0) if quick
                else PhantomConfig(n_subjects=24, image_size=96, seed=0))
@@ -49,7 +53,8 @@ def run_quality(*, steps: int, seeds: list[int], threads: int, quick: bool = Fal
         write_phantom(root, phantom)
         for seed in seeds:
             config = quality_config(root, steps=steps, seed=seed, threads=threads, quick=quick)
-            library = Trainer(config, Path(tmp) / f"library{seed}")
+            library_config = apply_overrides(config, [f"train.precision={precision}"])
+            library = Trainer(library_config, Path(tmp) / f"library{seed}")
             for _ in range(steps):
                 library.train_iteration()
             dice_library.append(library.validate())
@@ -63,4 +68,5 @@ def run_quality(*, steps: int, seeds: list[int], threads: int, quick: bool = Fal
     setup = (f"configs/phantom_demo.yaml on a {phantom.n_subjects}-subject {phantom.image_size}-px phantom "
              f"(model {config.model.image_size} px, U-Net {config.model.unet_filters})")
     return QualityResult(steps=steps, seeds=list(seeds), dice_eager=dice_eager, dice_library=dice_library,
-                         tolerance=tolerance, wall_s=time.perf_counter() - start, setup=setup)
+                         tolerance=tolerance, wall_s=time.perf_counter() - start, setup=setup,
+                         library_precision=precision)

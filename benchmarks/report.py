@@ -35,6 +35,12 @@ class QualityResult:
     tolerance: float
     wall_s: float
     setup: str
+    library_precision: str = "fp32"
+
+    @property
+    def library_name(self) -> str:
+        """``library``, or ``library (bf16)`` when the library trained in mixed precision."""
+        return "library" if self.library_precision == "fp32" else f"library ({self.library_precision})"
 
     @property
     def mean_eager(self) -> float:
@@ -268,8 +274,9 @@ def quality_table(quality: QualityResult | None) -> list[str]:
         return []
     verdict = "not worse (pass)" if quality.passed else "WORSE (fail)"
     lines = ["### Validation Dice after a fixed number of steps (same seed, same data)", "",
-             f"{quality.setup}; {quality.steps} iterations; tolerance: library ≥ eager − {quality.tolerance}.", "",
-             "| seed | eager val Dice | library val Dice | difference |", "|---|---|---|---|"]
+             f"{quality.setup}; {quality.steps} iterations; tolerance: {quality.library_name} ≥ eager (fp32) − "
+             f"{quality.tolerance}.", "",
+             f"| seed | eager val Dice | {quality.library_name} val Dice | difference |", "|---|---|---|---|"]
     for seed, e, lib in zip(quality.seeds, quality.dice_eager, quality.dice_library, strict=True):
         lines.append(f"| {seed} | {e:.4f} | {lib:.4f} | {lib - e:+.4f} |")
     lines += [f"| mean | {quality.mean_eager:.4f} | {quality.mean_library:.4f} | "
@@ -304,7 +311,8 @@ def acceptance_lines(results: Sequence[CaseResult], quality: QualityResult | Non
     else:
         lines.append("- anatomy encoder fraction of conv peak: not measured in this run")
     if quality is not None:
-        lines.append(f"- validation Dice after {quality.steps} steps: library {quality.mean_library:.4f} vs eager "
+        lines.append(f"- validation Dice after {quality.steps} steps: {quality.library_name} "
+                     f"{quality.mean_library:.4f} vs eager "
                      f"{quality.mean_eager:.4f} (tolerance {quality.tolerance}): "
                      f"{'not worse' if quality.passed else 'WORSE'}")
     else:
@@ -355,7 +363,9 @@ NOTES = """\
 - `library+…` rows change one lever of the library iteration inside the benchmark (nothing in the library):
   `loop-adam` = the per-parameter Adam the library used before (isolates the fused-Adam gain),
   `channels-last` = networks in channels_last memory format, `flush-denormal` = `torch.set_flush_denormal(True)`
-  (it sets the flag of the calling thread only, so with several threads it is partial).
+  (it sets the flag of the calling thread only, so with several threads it is partial), `bf16` =
+  `train.precision=bf16` (autocast to bfloat16; fast only where the hardware has native bf16, which a CPU
+  reports as AVX512-BF16 or AMX — on an AVX2 CPU it is emulated and the row shows how much slower that is).
 - One iteration = supervised step, z-reconstruction, unsupervised (adversarial) step, z-reconstruction,
   discriminator step; images/s counts the 4 labelled + 4 unlabelled images of an iteration. Timings are medians of
   the timed repetitions after warm-up (the first warm-up call runs under `FlopCounterMode`); the number of

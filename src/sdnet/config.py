@@ -25,6 +25,8 @@ from sdnet.errors import SDNetError
 BinarisationMode = Literal["argmax", "round", "none"]
 TrainMethod = Literal["sdnet", "unet", "gan", "selftrain"]
 TRAIN_METHODS: tuple[str, ...] = typing.get_args(TrainMethod)
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 """The values of ``train.method``: SDNet and the paper's baselines (§4.3)."""
 
 
@@ -339,6 +341,11 @@ class TrainConfig:
         checkpoint_every: iterations between ``last.pt`` checkpoints (also written at every epoch end).
         num_threads: torch intra-op threads (0 = leave torch's default).
         device: ``cpu`` or a torch device string such as ``cuda:0``.
+        precision: ``fp32`` (default) or ``bf16``: the training steps' forward passes run under
+            ``torch.autocast`` with bfloat16 (convolutions and matrix products in bf16; weights, optimiser state,
+            losses, gradients' accumulation and validation stay float32). Fast on GPUs and CPUs with native bf16
+            (AVX512-BF16 / AMX); on CPUs without it bf16 is emulated and much slower (measured ~29x slower for a
+            3x3 convolution on the 2-core AVX2 machine of docs/performance.md), so keep ``fp32`` there.
     """
 
     method: TrainMethod = "sdnet"
@@ -356,8 +363,11 @@ class TrainConfig:
     checkpoint_every: int = 200
     num_threads: int = 0
     device: str = "cpu"
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.method not in TRAIN_METHODS:
             raise ConfigError(f"train.method must be one of {list(TRAIN_METHODS)}, got {self.method!r}")
         if self.selftrain_rounds < 1:

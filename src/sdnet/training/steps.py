@@ -67,8 +67,11 @@ def _finish(loss: Tensor, terms: dict[str, Tensor], optimizer: KerasAdam, what: 
     if not math.isfinite(value):
         raise NonFiniteLossError(f"{what}: loss is {value} ({ {k: float(v.detach()) for k, v in terms.items()} })")
     optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    # Under mixed precision the trainer wraps the whole iteration in torch.autocast; the backward pass and the
+    # update run outside it, as torch's AMP recipe prescribes (autocast is for forward passes and losses).
+    with torch.autocast(device_type=loss.device.type, enabled=False):
+        loss.backward()
+        optimizer.step()
     out = {k: float(v.detach()) for k, v in terms.items()}
     out["total"] = value
     return out
@@ -126,7 +129,9 @@ def z_reconstruction_step(model: SDNet, anatomy: Tensor, optimizer: KerasAdam, w
         anatomy: (B, C, H, W) detached anatomy factor of real images.
     """
     n_z = model.modality_encoder.n_z
-    z = torch.randn(anatomy.shape[0], n_z, device=anatomy.device, dtype=anatomy.dtype)
+    # z in float32 at least, also when the anatomy comes from a bf16 forward pass (train.precision=bf16).
+    dtype = torch.promote_types(anatomy.dtype, torch.float32)
+    z = torch.randn(anatomy.shape[0], n_z, device=anatomy.device, dtype=dtype)
     generated = model.decode(anatomy, z)
     code = model.modality_encoder(anatomy, generated)
     terms = {"zrec": z_reconstruction(z, code.z)}
@@ -165,7 +170,8 @@ def unsupervised_step(
             discriminator.requires_grad_(True)
     else:
         losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
-    return StepResult(losses=losses, anatomy=out.anatomy.detach(), fake_masks=fake.detach())
+    # float32 fakes for the pool, whatever the forward pass's precision (the pool outlives precision changes).
+    return StepResult(losses=losses, anatomy=out.anatomy.detach(), fake_masks=fake.detach().float())
 
 
 def unet_supervised_step(
@@ -205,7 +211,7 @@ def gan_generator_step(
         losses = _finish(weighted_sum(terms, weights), terms, optimizer, "adversarial generator step")
     finally:
         discriminator.requires_grad_(True)
-    return StepResult(losses=losses, fake_masks=fake.detach())
+    return StepResult(losses=losses, fake_masks=fake.detach().float())
 
 
 def discriminator_step(

@@ -20,6 +20,11 @@ run continued with :meth:`Trainer.resume` ends with exactly the parameters of an
 machine: batches are a pure function of (seed, step) and the RNG state travels in the checkpoint.
 
 Logs: ``log.jsonl`` (one JSON object per logged step and per epoch) and TensorBoard event files under ``tb/``.
+
+Mixed precision (``train.precision=bf16``): every training iteration runs under ``torch.autocast`` (bfloat16, no
+loss scaling needed); the steps take their backward passes and updates outside it and the losses promote their
+inputs to float32 (:mod:`sdnet.losses`). Parameters, optimiser state and checkpoints stay float32, and validation
+and evaluation run in float32, so a checkpoint does not depend on the precision it was trained in.
 """
 
 from __future__ import annotations
@@ -129,6 +134,10 @@ class Trainer:
         self.device = torch.device(config.train.device)
         if config.train.num_threads > 0:
             torch.set_num_threads(config.train.num_threads)
+        if config.train.precision == "bf16" and self.device.type == "cpu":
+            log.warning("train.precision=bf16 on the CPU (capability %s): fast only with native bf16 instructions "
+                        "(AVX512-BF16 / AMX); elsewhere it is emulated and far slower than fp32",
+                        torch.backends.cpu.get_cpu_capability())
         mc = config.model
         self.data = data or prepare_data(config.data, image_size=mc.image_size, n_classes=mc.n_classes, split=split)
         self.class_names = [self.data.info.labels[v] for v in sorted(self.data.info.labels)][1:]
@@ -316,7 +325,9 @@ class Trainer:
         """One iteration of ``train.method``'s schedule (:data:`sdnet.training.methods.ITERATIONS`); returns the
         logged loss terms."""
         self.model.train()
-        logs = ITERATIONS[self.method](self)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                            enabled=self.config.train.precision == "bf16"):
+            logs = ITERATIONS[self.method](self)
         self.step += 1
         return logs
 
