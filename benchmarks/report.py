@@ -393,6 +393,10 @@ NOTES = """\
   unbiased, the batch variance biased).
 - Validation Dice (`--sections quality`): both versions train from the same weights on the same batches of the
   phantom demo's configuration for the same number of iterations; "not worse" means library ≥ eager − tolerance.
+  It takes minutes (hours with `--quality-precision bf16` on a CPU without native bf16), so it is a separate run
+  with its own document: `docs/performance-quality.md` (fp32) and `docs/performance-quality-bf16.md` (the library
+  in mixed precision against the fp32 eager version). The optional levers that the time budget skips here are
+  measured in a separate run too: `docs/performance-levers.md`.
 """
 
 
