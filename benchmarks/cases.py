@@ -38,6 +38,10 @@ RESULT_PREFIX = "RESULT "
 TRAIN_VARIANTS: tuple[str, ...] = ("eager", "library")
 """Training versions compared by the acceptance criteria."""
 
+INTERLEAVED = "interleaved"
+"""Training variant that times the eager and the library iteration alternately in one process (E, L, E, L, …), so
+that a shared machine's slow minutes hit both alike; its speed-up is the median of the per-pair ratios."""
+
 LEVER_VARIANTS: tuple[str, ...] = (
     "library+loop-adam", "library+channels-last", "library+flush-denormal", "library+bf16",
 )
@@ -211,7 +215,48 @@ def _replace_optimisers(trainer: Trainer, implementation: AdamImplementation) ->
         trainer.optimisers[name] = KerasAdam(params, opt.config, implementation=implementation)
 
 
+def _train_interleaved(spec: CaseSpec, result: CaseResult) -> None:
+    """Eager and library iterations alternately, each version on its own trainer built from the same seed."""
+    config = run_config(spec.config, quick=spec.quick, threads=spec.threads)
+    clock = time.process_time if spec.timer == "process" else time.perf_counter
+    with tempfile.TemporaryDirectory() as tmp:
+        library = build_trainer(config, Path(tmp) / "library")
+        baseline = build_trainer(config, Path(tmp) / "eager", data=library.data)
+        batches = IterationBatches(baseline)
+        eager = EagerSDNet.create(sdnet_model(baseline), baseline.discriminator, config)
+        items = config.train.batch_size * (2 if library.unlabelled_stream is not None else 1)
+        result.setup_rss_mb = peak_rss_mb()
+        steps: dict[str, Callable[[int], object]] = {
+            "eager": lambda i: eager.iteration(batches.batch(i)),
+            "library": lambda i: library.train_iteration(),
+        }
+        times: dict[str, list[float]] = {"eager": [], "library": []}
+        warm: dict[str, list[float]] = {"eager": [], "library": []}
+        call = 0
+        for _ in range(spec.warmup):
+            for name, fn in steps.items():
+                start = clock()
+                fn(call)
+                warm[name].append(clock() - start)
+            call += 1
+        per_pair = warm["eager"][-1] + warm["library"][-1] if spec.warmup else 0.0
+        pairs = spec.max_reps if per_pair <= 0 else int(spec.budget_s / per_pair)
+        pairs = max(spec.min_reps, min(spec.max_reps, pairs))
+        for _ in range(pairs):
+            for name, fn in steps.items():
+                start = clock()
+                fn(call)
+                times[name].append(clock() - start)
+            call += 1
+    for name in steps:
+        result.measurements[name] = Measurement(times_s=times[name], warmup_s=warm[name], items=items)
+    result.extra["pair_ratios"] = [e / lib for e, lib in zip(times["eager"], times["library"], strict=True)]
+
+
 def _train(spec: CaseSpec, result: CaseResult) -> None:
+    if spec.variant == INTERLEAVED:
+        _train_interleaved(spec, result)
+        return
     extra = ("train.precision=bf16",) if spec.variant == "library+bf16" else ()
     config = run_config(spec.config, quick=spec.quick, threads=spec.threads, extra=extra)
     with tempfile.TemporaryDirectory() as tmp:

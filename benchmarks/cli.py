@@ -3,7 +3,9 @@
 Sections (``--sections``, comma-separated; default all but ``quality``):
 
 * ``reference`` — float32 matmul 2048² and a 3×3 convolution 64→64 on 4×112² (forward; forward + backward);
-* ``train`` — one training iteration, eager baseline vs library, at the ``cpu`` and ``paper`` configurations;
+* ``train`` — one training iteration, eager baseline vs library, at the ``cpu`` and ``paper`` configurations, each
+  in its own process (peak memory, FLOPs), and both alternated in one process (``interleaved``: the speed-up that a
+  shared machine's drifting speed disturbs least; the paper configuration's is optional);
 * ``encoder`` — the anatomy encoder's forward + backward alone (fraction of the measured convolution rate);
 * ``inference`` — ``SDNet.segment`` and ``SDNet.encode``: eval + no_grad vs inference_mode, channels_last, folded
   BatchNorm, torch.compile;
@@ -34,6 +36,7 @@ import torch
 
 from benchmarks.cases import (
     INFERENCE_VARIANTS,
+    INTERLEAVED,
     LEVER_VARIANTS,
     RESULT_PREFIX,
     TRAIN_VARIANTS,
@@ -57,6 +60,9 @@ def _timing(section: str, config: str, quick: bool) -> dict[str, float]:
     if section == "reference":
         return {"warmup": 3, "min_reps": 5, "max_reps": 20, "budget_s": 3.0}
     heavy = config == "paper"
+    if section == "interleaved":  # pairs of iterations (eager + library) within the budget
+        return ({"warmup": 1, "min_reps": 2, "max_reps": 4, "budget_s": 120.0} if heavy
+                else {"warmup": 1, "min_reps": 5, "max_reps": 12, "budget_s": 25.0})
     if section in ("train", "levers"):
         # paper: ~35-50 s per iteration on 2 cores, so two timed repetitions keep the whole run within 10 minutes
         return ({"warmup": 1, "min_reps": 2, "max_reps": 5, "budget_s": 60.0} if heavy
@@ -81,7 +87,7 @@ def plan(
 
     def add(section: str, config: str, variant: str, *, rank: int = 0, batch: int = 0,
             functions: str = "segment,encode") -> None:
-        t = _timing(section, config, quick)
+        t = _timing("interleaved" if variant == INTERLEAVED else section, config, quick)
         spec = CaseSpec(section=section, config=config, variant=variant, quick=quick, threads=threads,
                         warmup=int(t["warmup"]), min_reps=int(t["min_reps"]), max_reps=int(t["max_reps"]),
                         budget_s=t["budget_s"], batch=batch, timer=timer, functions=functions)
@@ -93,6 +99,8 @@ def plan(
         for config in configs:
             for variant in TRAIN_VARIANTS:
                 add("train", config, variant)
+        for config in configs:  # the CPU configuration's is the acceptance number; the paper one is long (optional)
+            add("train", config, INTERLEAVED, rank=6 if config == "paper" else 0)
     if "encoder" in sections:
         for config in configs:  # the paper configuration's is the acceptance number; the others are optional
             add("encoder", config, "nchw", rank=5 if config != "paper" and "paper" in configs else 0)

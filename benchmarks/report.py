@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -182,7 +183,7 @@ def reference_table(results: Sequence[CaseResult]) -> list[str]:
 
 
 def training_table(results: Sequence[CaseResult]) -> list[str]:
-    rows = [r for r in results if r.spec["section"] in ("train", "levers")]
+    rows = [r for r in results if r.spec["section"] in ("train", "levers") and r.spec["variant"] != "interleaved"]
     if not rows:
         return []
     peaks = reference_peaks(results)
@@ -209,6 +210,34 @@ def training_table(results: Sequence[CaseResult]) -> list[str]:
             f"| {s['config']} | {s['variant']} | {_f(m.median_s, 3)} | {_reps(m)} | {_f(m.items / m.median_s)} | "
             f"{ratio(eager)} | {ratio(library)} | {_f(m.flops / 1e9 if m.flops else None, 1)} | {_f(g, 1)} | "
             f"{_pct(g, peaks['conv_fwd_bwd'])} | {_rss(r)} |")
+    lines.append("")
+    return lines
+
+
+def interleaved_ratio(result: CaseResult | None) -> tuple[float, float, float, int] | None:
+    """(median, min, max, pairs) of the per-pair eager / library time ratios of an interleaved case, or None."""
+    if result is None or result.error or not result.extra.get("pair_ratios"):
+        return None
+    ratios = [float(x) for x in result.extra["pair_ratios"]]
+    return statistics.median(ratios), min(ratios), max(ratios), len(ratios)
+
+
+def interleaved_table(results: Sequence[CaseResult]) -> list[str]:
+    rows = [r for r in results if r.spec["section"] == "train" and r.spec["variant"] == "interleaved"]
+    if not rows:
+        return []
+    lines = ["### Training iteration, eager and library alternated in one process", "",
+             "| config | pairs | eager median s/iter | library median s/iter | speed-up (median of per-pair ratios) "
+             "| per-pair range | peak RSS MB (both) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        stats = interleaved_ratio(r)
+        if stats is None:
+            lines.append(_error_row(r, 7))
+            continue
+        med, lo, hi, n = stats
+        e, lib = r.measurements["eager"], r.measurements["library"]
+        lines.append(f"| {r.spec['config']} | {n} | {_f(e.median_s, 3)} | {_f(lib.median_s, 3)} | {med:.2f}× | "
+                     f"{lo:.2f}–{hi:.2f}× | {_rss(r)} |")
     lines.append("")
     return lines
 
@@ -295,11 +324,16 @@ def acceptance_lines(results: Sequence[CaseResult], quality: QualityResult | Non
             continue
         e, lib = eager.measurements["iteration"], library.measurements["iteration"]
         ratio = e.median_s / lib.median_s
-        state = "met" if ratio >= target else "NOT met"
+        paired = interleaved_ratio(_find(results, "train", config, "interleaved"))
+        # the interleaved ratio, where measured, decides: it is the one a shared machine's drift disturbs least
+        decisive = paired[0] if paired is not None else ratio
+        state = "met" if decisive >= target else "NOT met"
+        alternated = (f"; alternated in one process {paired[0]:.2f}× (median of {paired[3]} pairs, "
+                      f"range {paired[1]:.2f}–{paired[2]:.2f}×)" if paired is not None else "")
         ceiling = (f"; FLOPs eager / library = {e.flops / lib.flops:.2f}× (the speed-up that removing work alone "
                    "gives when both run at the same FLOP rate)" if e.flops and lib.flops else "")
-        lines.append(f"- training throughput, {config} config: library / eager = {ratio:.2f}× "
-                     f"(target ≥ {target}×): {state}{ceiling}")
+        lines.append(f"- training throughput, {config} config: library / eager = {ratio:.2f}× in separate "
+                     f"processes{alternated} (target ≥ {target}×): {state}{ceiling}")
     peaks = reference_peaks(results)
     enc = _find(results, "encoder", "paper", "nchw")
     if enc is not None and not enc.error and "fwd_bwd" in enc.measurements and peaks["conv_fwd_bwd"]:
@@ -324,7 +358,8 @@ def acceptance_lines(results: Sequence[CaseResult], quality: QualityResult | Non
 
 def tables(report: Report) -> list[str]:
     """All result tables (what ``python -m benchmarks`` prints)."""
-    lines = (reference_table(report.results) + training_table(report.results) + encoder_table(report.results)
+    lines = (reference_table(report.results) + training_table(report.results) + interleaved_table(report.results)
+             + encoder_table(report.results)
              + inference_table(report.results) + quality_table(report.quality)
              + acceptance_lines(report.results, report.quality))
     if report.skipped:
@@ -366,6 +401,11 @@ NOTES = """\
   (it sets the flag of the calling thread only, so with several threads it is partial), `bf16` =
   `train.precision=bf16` (autocast to bfloat16; fast only where the hardware has native bf16, which a CPU
   reports as AVX512-BF16 or AMX — on an AVX2 CPU it is emulated and the row shows how much slower that is).
+- **alternated in one process** (`train/…/interleaved`): the eager and the library iteration, each on its own
+  trainer built from the same seed, timed in turn (E, L, E, L, …); the speed-up is the median of the per-pair
+  ratios. On a shared machine whose speed drifts over minutes (other tenants), the separate-process rows can
+  disagree by 20 % from one run to the next; the alternated ratio is the robust one, and the acceptance summary
+  decides on it where it was measured.
 - One iteration = supervised step, z-reconstruction, unsupervised (adversarial) step, z-reconstruction,
   discriminator step; images/s counts the 4 labelled + 4 unlabelled images of an iteration. Timings are medians of
   the timed repetitions after warm-up (the first warm-up call runs under `FlopCounterMode`); the number of

@@ -151,6 +151,7 @@ def test_quick_training_section_prints_the_table(tmp_path: Path, capsys: pytest.
     assert status == 0
     assert "| cpu | eager |" in printed and "| cpu | library |" in printed and "speed-up vs eager" in printed
     assert "library / eager" in printed
+    assert "alternated in one process" in printed and "per-pair range" in printed  # the interleaved case
     text = out.read_text()
     assert text.startswith("# Performance") and "python -m benchmarks --quick" in text
 
