@@ -215,10 +215,48 @@ def _replace_optimisers(trainer: Trainer, implementation: AdamImplementation) ->
         trainer.optimisers[name] = KerasAdam(params, opt.config, implementation=implementation)
 
 
+def _alternate(
+    steps: dict[str, Callable[[int], object]], spec: CaseSpec, *, items: int, count_flops: str | None = None,
+    budget_s: float | None = None,
+) -> dict[str, Measurement]:
+    """Time several step functions in turn (A, B, A, B, …) so that a shared machine's drift hits all alike.
+
+    ``spec.warmup`` untimed rounds come first (the first call of ``count_flops``, if given, runs under
+    ``FlopCounterMode``); then clamp(budget / time of one warm round, min_reps, max_reps) timed rounds.
+    """
+    clock = time.process_time if spec.timer == "process" else time.perf_counter
+    warm: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    flops: dict[str, float] = {}
+    call = 0
+    for i in range(max(spec.warmup, 1)):
+        for name, fn in steps.items():
+            start = clock()
+            if i == 0 and name == count_flops:
+                with FlopCounterMode(display=False) as counter:
+                    fn(call)
+                flops[name] = float(counter.get_total_flops())
+            else:
+                fn(call)
+            warm[name].append(clock() - start)
+        call += 1
+    per_round = sum(w[-1] for w in warm.values())
+    budget = spec.budget_s if budget_s is None else budget_s
+    rounds = spec.max_reps if per_round <= 0 else int(budget / per_round)
+    rounds = max(spec.min_reps, min(spec.max_reps, rounds))
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            start = clock()
+            fn(call)
+            times[name].append(clock() - start)
+        call += 1
+    return {name: Measurement(times_s=times[name], warmup_s=warm[name], flops=flops.get(name), items=items)
+            for name in steps}
+
+
 def _train_interleaved(spec: CaseSpec, result: CaseResult) -> None:
     """Eager and library iterations alternately, each version on its own trainer built from the same seed."""
     config = run_config(spec.config, quick=spec.quick, threads=spec.threads)
-    clock = time.process_time if spec.timer == "process" else time.perf_counter
     with tempfile.TemporaryDirectory() as tmp:
         library = build_trainer(config, Path(tmp) / "library")
         baseline = build_trainer(config, Path(tmp) / "eager", data=library.data)
@@ -226,34 +264,16 @@ def _train_interleaved(spec: CaseSpec, result: CaseResult) -> None:
         eager = EagerSDNet.create(sdnet_model(baseline), baseline.discriminator, config)
         items = config.train.batch_size * (2 if library.unlabelled_stream is not None else 1)
         result.setup_rss_mb = peak_rss_mb()
-        steps: dict[str, Callable[[int], object]] = {
-            "eager": lambda i: eager.iteration(batches.batch(i)),
-            "library": lambda i: library.train_iteration(),
-        }
-        times: dict[str, list[float]] = {"eager": [], "library": []}
-        warm: dict[str, list[float]] = {"eager": [], "library": []}
-        call = 0
-        for _ in range(spec.warmup):
-            for name, fn in steps.items():
-                start = clock()
-                fn(call)
-                warm[name].append(clock() - start)
-            call += 1
-        per_pair = warm["eager"][-1] + warm["library"][-1] if spec.warmup else 0.0
-        pairs = spec.max_reps if per_pair <= 0 else int(spec.budget_s / per_pair)
-        pairs = max(spec.min_reps, min(spec.max_reps, pairs))
-        for _ in range(pairs):
-            for name, fn in steps.items():
-                start = clock()
-                fn(call)
-                times[name].append(clock() - start)
-            call += 1
-    for name in steps:
-        result.measurements[name] = Measurement(times_s=times[name], warmup_s=warm[name], items=items)
-    result.extra["pair_ratios"] = [e / lib for e, lib in zip(times["eager"], times["library"], strict=True)]
+        result.measurements.update(_alternate(
+            {"eager": lambda i: eager.iteration(batches.batch(i)), "library": lambda i: library.train_iteration()},
+            spec, items=items))
+    e, lib = result.measurements["eager"].times_s, result.measurements["library"].times_s
+    result.extra["pair_ratios"] = [a / b for a, b in zip(e, lib, strict=True)]
 
 
 def _train(spec: CaseSpec, result: CaseResult) -> None:
+    """One training version alone (section ``train``), or a lever alternated with the plain library iteration
+    (section ``levers``: the lever's ``iteration`` plus ``library`` times, and their per-round ratios)."""
     if spec.variant == INTERLEAVED:
         _train_interleaved(spec, result)
         return
@@ -268,6 +288,7 @@ def _train(spec: CaseSpec, result: CaseResult) -> None:
             eager = EagerSDNet.create(sdnet_model(trainer), trainer.discriminator, config)
             step = lambda i: eager.iteration(batches.batch(i))  # noqa: E731
         else:
+            flush_denormal = False
             if spec.variant == "library+loop-adam":
                 _replace_optimisers(trainer, "loop")
             elif spec.variant == "library+channels-last":
@@ -276,12 +297,31 @@ def _train(spec: CaseSpec, result: CaseResult) -> None:
                     channels_last(trainer.discriminator)
             elif spec.variant == "library+flush-denormal":
                 result.extra["flush_denormal_supported"] = bool(torch.set_flush_denormal(True))
+                flush_denormal = True
             elif spec.variant not in ("library", "library+bf16"):  # bf16: set in the config above
                 raise ValueError(f"unknown training variant {spec.variant!r}")
             result.extra["adam"] = sorted({opt.implementation for opt in trainer.optimisers.values()})
-            step = lambda i: trainer.train_iteration()  # noqa: E731
+
+            def step(i: int) -> object:
+                if flush_denormal:  # a per-thread flag: set for the lever's calls only
+                    torch.set_flush_denormal(True)
+                return trainer.train_iteration()
+
         result.setup_rss_mb = peak_rss_mb()
-        result.measurements["iteration"] = measure(step, spec, items=items)
+        if spec.section == "levers":
+            plain = build_trainer(run_config(spec.config, quick=spec.quick, threads=spec.threads), Path(tmp) / "plain")
+
+            def plain_step(i: int) -> object:
+                torch.set_flush_denormal(False)
+                return plain.train_iteration()
+
+            both = _alternate({"iteration": step, "library": plain_step}, spec, items=items,
+                              count_flops="iteration")
+            result.measurements.update(both)
+            result.extra["ratios_vs_library"] = [
+                lib / t for t, lib in zip(both["iteration"].times_s, both["library"].times_s, strict=True)]
+        else:
+            result.measurements["iteration"] = measure(step, spec, items=items)
         result.extra["batch_size"] = config.train.batch_size
         result.extra["parameters"] = sum(p.numel() for p in trainer.model.parameters())
         if trainer.discriminator is not None:

@@ -147,8 +147,9 @@ def _estimate(spec: CaseSpec, done: Sequence[CaseResult]) -> float:
     """Expected wall time of an optional case: that of the closest case already run (same kind and config)."""
     kind = "train" if spec.section == "levers" else spec.section
     extra = 120.0 if spec.variant == "compile" else 0.0  # inductor's first compilation, both functions
-    # bf16 without native bf16 instructions: ~30x slower per iteration, so only the minimum repetitions run
-    factor = 15.0 if spec.variant == "library+bf16" else 1.0
+    # a lever alternates with the plain library iteration (twice the work); bf16 without native bf16 instructions
+    # is ~20-30x slower per iteration, so only the minimum repetitions run
+    factor = 16.0 if spec.variant == "library+bf16" else 2.0 if spec.section == "levers" else 1.0
     for r in done:
         s = r.spec
         if s["section"] == kind and s["config"] == spec.config:

@@ -206,9 +206,12 @@ def training_table(results: Sequence[CaseResult]) -> list[str]:
             return f"{base.measurements['iteration'].median_s / m.median_s:.2f}×"
 
         g = _gflops(m)
+        vs_library = ratio(library)
+        if r.extra.get("ratios_vs_library"):  # a lever alternated with the plain library in its own process
+            vs_library = f"{statistics.median(float(x) for x in r.extra['ratios_vs_library']):.2f}× (alt.)"
         lines.append(
             f"| {s['config']} | {s['variant']} | {_f(m.median_s, 3)} | {_reps(m)} | {_f(m.items / m.median_s)} | "
-            f"{ratio(eager)} | {ratio(library)} | {_f(m.flops / 1e9 if m.flops else None, 1)} | {_f(g, 1)} | "
+            f"{ratio(eager)} | {vs_library} | {_f(m.flops / 1e9 if m.flops else None, 1)} | {_f(g, 1)} | "
             f"{_pct(g, peaks['conv_fwd_bwd'])} | {_rss(r)} |")
     lines.append("")
     return lines
@@ -395,7 +398,9 @@ NOTES = """\
   generator step's detached anatomy for the z-reconstruction steps and the unsupervised step's detached
   predictions as D's fakes (no extra U-Net passes), freezes D during the adversarial step, and its Adam is torch's
   fused kernel (`sdnet.training.optim.KerasAdam`, `implementation="auto"`).
-- `library+…` rows change one lever of the library iteration inside the benchmark (nothing in the library):
+- `library+…` rows change one lever of the library iteration inside the benchmark (nothing in the library); each
+  is timed alternately with a plain library iteration in the same process, and its "vs library" column is the
+  median of those per-round ratios, marked "(alt.)" (the "vs eager" column compares separate processes):
   `loop-adam` = the per-parameter Adam the library used before (isolates the fused-Adam gain),
   `channels-last` = networks in channels_last memory format, `flush-denormal` = `torch.set_flush_denormal(True)`
   (it sets the flag of the calling thread only, so with several threads it is partial), `bf16` =
