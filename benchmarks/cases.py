@@ -43,10 +43,12 @@ INTERLEAVED = "interleaved"
 that a shared machine's slow minutes hit both alike; its speed-up is the median of the per-pair ratios."""
 
 LEVER_VARIANTS: tuple[str, ...] = (
-    "library+loop-adam", "library+channels-last", "library+flush-denormal", "library+bf16",
+    "library+loop-adam", "library+channels-last", "library+flush-denormal", "library+no-onednn", "library+compile",
+    "library+bf16",
 )
 """Library iteration with one lever changed (``loop-adam`` = torch's per-parameter Adam, i.e. the library before
-the fused-Adam change; ``bf16`` = ``train.precision=bf16``, the library's mixed precision)."""
+the fused-Adam change; ``no-onednn`` = ATen's own convolutions instead of oneDNN's; ``compile`` = torch.compile of
+the four SDNet networks; ``bf16`` = ``train.precision=bf16``, the library's mixed precision)."""
 
 INFERENCE_VARIANTS: tuple[str, ...] = ("simple", "inference-mode", "channels-last", "fold-bn", "compile")
 """``simple``: eval + no_grad; ``inference-mode``: torch.inference_mode; ``channels-last``: + channels_last
@@ -288,7 +290,7 @@ def _train(spec: CaseSpec, result: CaseResult) -> None:
             eager = EagerSDNet.create(sdnet_model(trainer), trainer.discriminator, config)
             step = lambda i: eager.iteration(batches.batch(i))  # noqa: E731
         else:
-            flush_denormal = False
+            flush_denormal, onednn = False, True
             if spec.variant == "library+loop-adam":
                 _replace_optimisers(trainer, "loop")
             elif spec.variant == "library+channels-last":
@@ -298,6 +300,12 @@ def _train(spec: CaseSpec, result: CaseResult) -> None:
             elif spec.variant == "library+flush-denormal":
                 result.extra["flush_denormal_supported"] = bool(torch.set_flush_denormal(True))
                 flush_denormal = True
+            elif spec.variant == "library+no-onednn":
+                onednn = False
+            elif spec.variant == "library+compile":
+                model = sdnet_model(trainer)
+                for name in ("anatomy_encoder", "segmentor", "decoder", "modality_encoder"):
+                    setattr(model, name, torch.compile(getattr(model, name)))
             elif spec.variant not in ("library", "library+bf16"):  # bf16: set in the config above
                 raise ValueError(f"unknown training variant {spec.variant!r}")
             result.extra["adam"] = sorted({opt.implementation for opt in trainer.optimisers.values()})
@@ -305,7 +313,8 @@ def _train(spec: CaseSpec, result: CaseResult) -> None:
             def step(i: int) -> object:
                 if flush_denormal:  # a per-thread flag: set for the lever's calls only
                     torch.set_flush_denormal(True)
-                return trainer.train_iteration()
+                with torch.backends.mkldnn.flags(enabled=onednn):  # process-wide: restored after the call
+                    return trainer.train_iteration()
 
         result.setup_rss_mb = peak_rss_mb()
         if spec.section == "levers":

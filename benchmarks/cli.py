@@ -146,7 +146,8 @@ def run_in_subprocess(spec: CaseSpec, *, timeout_s: float = CASE_TIMEOUT_S) -> C
 def _estimate(spec: CaseSpec, done: Sequence[CaseResult]) -> float:
     """Expected wall time of an optional case: that of the closest case already run (same kind and config)."""
     kind = "train" if spec.section == "levers" else spec.section
-    extra = 120.0 if spec.variant == "compile" else 0.0  # inductor's first compilation, both functions
+    # inductor's first compilation (both inference functions, or the four networks' forward and backward)
+    extra = 120.0 if spec.variant in ("compile", "library+compile") else 0.0
     # a lever alternates with the plain library iteration (twice the work); bf16 without native bf16 instructions
     # is ~20-30x slower per iteration, so only the minimum repetitions run
     factor = 16.0 if spec.variant == "library+bf16" else 2.0 if spec.section == "levers" else 1.0

@@ -403,7 +403,9 @@ NOTES = """\
   median of those per-round ratios, marked "(alt.)" (the "vs eager" column compares separate processes):
   `loop-adam` = the per-parameter Adam the library used before (isolates the fused-Adam gain),
   `channels-last` = networks in channels_last memory format, `flush-denormal` = `torch.set_flush_denormal(True)`
-  (it sets the flag of the calling thread only, so with several threads it is partial), `bf16` =
+  (it sets the flag of the calling thread only, so with several threads it is partial), `no-onednn` =
+  `torch.backends.mkldnn.flags(enabled=False)` (ATen's own convolutions), `compile` = `torch.compile` of the
+  anatomy encoder, segmentor, decoder and modality encoder (compilation happens in the warm-up), `bf16` =
   `train.precision=bf16` (autocast to bfloat16; fast only where the hardware has native bf16, which a CPU
   reports as AVX512-BF16 or AMX — on an AVX2 CPU it is emulated and the row shows how much slower that is).
 - **alternated in one process** (`train/…/interleaved`): the eager and the library iteration, each on its own
