@@ -25,9 +25,10 @@ from sdnet.errors import SDNetError
 BinarisationMode = Literal["argmax", "round", "none"]
 TrainMethod = Literal["sdnet", "unet", "gan", "selftrain"]
 TRAIN_METHODS: tuple[str, ...] = typing.get_args(TrainMethod)
+"""The values of ``train.method``: SDNet and the paper's baselines (§4.3)."""
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
-"""The values of ``train.method``: SDNet and the paper's baselines (§4.3)."""
+"""The values of ``train.precision``: float32, or bfloat16 mixed precision (autocast)."""
 
 
 class ConfigError(SDNetError, ValueError):
@@ -344,8 +345,8 @@ class TrainConfig:
         precision: ``fp32`` (default) or ``bf16``: the training steps' forward passes run under
             ``torch.autocast`` with bfloat16 (convolutions and matrix products in bf16; weights, optimiser state,
             losses, gradients' accumulation and validation stay float32). Fast on GPUs and CPUs with native bf16
-            (AVX512-BF16 / AMX); on CPUs without it bf16 is emulated and much slower (measured ~29x slower for a
-            3x3 convolution on the 2-core AVX2 machine of docs/performance.md), so keep ``fp32`` there.
+            (AVX512-BF16 / AMX); on CPUs without it bf16 is emulated and an order of magnitude slower (the
+            benchmark's ``library+bf16`` lever, docs/performance-levers.md), so keep ``fp32`` there.
     """
 
     method: TrainMethod = "sdnet"
