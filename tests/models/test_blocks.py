@@ -14,6 +14,7 @@ from sdnet.models.blocks import (
     channel_argmax,
     conv_bn_act,
     film,
+    float32_head,
     keras_init_,
 )
 
@@ -111,3 +112,14 @@ def test_channel_argmax_matches_torch_argmax_including_ties() -> None:
     values = torch.randn(2, 5, 4, 4, generator=gen)
     assert torch.equal(channel_argmax(values), values.argmax(dim=1, keepdim=True))
     assert channel_argmax(values[:, :1]).abs().sum() == 0  # one channel: always index 0
+
+
+def test_float32_head_runs_in_float32_under_autocast() -> None:
+    head = nn.Conv2d(4, 3, kernel_size=1)
+    features = torch.randn(2, 4, 5, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head(features).dtype == torch.bfloat16  # what autocast would do
+        out = float32_head(head, features.to(torch.bfloat16))
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, head(features.to(torch.bfloat16).float()))
+    assert float32_head(head.double(), features.double()).dtype == torch.float64  # float64 stays float64

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sdnet.models.blocks import BinarisationMode, binarise, conv_bn_act, keras_init_
+from sdnet.models.blocks import BinarisationMode, binarise, conv_bn_act, float32_head, keras_init_
 
 __all__ = ["AnatomyEncoder", "UNet"]
 
@@ -157,7 +157,7 @@ class AnatomyEncoder(UNet):
         Returns:
             (B, C, H, W) float in [0, 1], summing to 1 over C.
         """
-        return torch.softmax(self.head(self.features(x)), dim=1)  # (B, C, H, W)
+        return torch.softmax(float32_head(self.head, self.features(x)), dim=1)  # (B, C, H, W), float32 at least
 
     def forward(self, x: Tensor) -> Tensor:
         """Encode an image into the anatomy factor s.

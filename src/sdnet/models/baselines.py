@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from sdnet.models.anatomy import UNet
-from sdnet.models.blocks import keras_init_
+from sdnet.models.blocks import float32_head, keras_init_
 from sdnet.models.sdnet import Segmentation
 
 __all__ = ["UNetSegmenter"]
@@ -51,7 +51,7 @@ class UNetSegmenter(UNet):
         Returns:
             logits: (B, n_classes, H, W) float (unbounded); class 0 is background.
         """
-        logits: Tensor = self.head(self.features(x))  # (B, n_classes, H, W)
+        logits = float32_head(self.head, self.features(x))  # (B, n_classes, H, W), float32 at least
         return logits
 
     def segment(self, x: Tensor) -> Segmentation:

@@ -32,6 +32,7 @@ __all__ = [
     "channel_argmax",
     "conv_bn_act",
     "film",
+    "float32_head",
     "keras_init_",
 ]
 
@@ -90,6 +91,22 @@ def conv_bn_act(
     )
     keras_init_(block)
     return block
+
+
+def float32_head(head: nn.Module, features: Tensor) -> Tensor:
+    """``head(features)`` computed in float32 even under mixed precision (``train.precision=bf16``).
+
+    The 1×1 output layers whose logits feed a softmax — the anatomy encoder's, whose probabilities are then
+    binarised by their argmax, and the segmentor's — are run with autocast off on float32 features, the usual
+    mixed-precision practice for output layers: bfloat16 keeps ~3 significant digits, too few for the close
+    probabilities of a young network. Their cost is negligible (1×1 convolutions). Outside autocast this is
+    ``head(features)`` (float64 stays float64).
+    """
+    if features.dtype in (torch.bfloat16, torch.float16):
+        features = features.float()
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        out: Tensor = head(features)
+    return out
 
 
 def channel_argmax(values: Tensor) -> Tensor:

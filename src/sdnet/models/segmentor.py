@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sdnet.models.blocks import KERAS_LEAKY_SLOPE, conv_bn_act, keras_init_
+from sdnet.models.blocks import KERAS_LEAKY_SLOPE, conv_bn_act, float32_head, keras_init_
 
 __all__ = ["Segmentor"]
 
@@ -54,5 +54,5 @@ class Segmentor(nn.Module):
             logits: (B, n_classes, H, W) float (unbounded); class 0 is background. Apply a softmax over dim 1
             for probabilities.
         """
-        logits: Tensor = self.head(self.features(anatomy))  # (B, n_classes, H, W)
+        logits = float32_head(self.head, self.features(anatomy))  # (B, n_classes, H, W), float32 at least
         return logits
