@@ -11,6 +11,7 @@ the arithmetic that matters here; element-wise work (BatchNorm, activations, los
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import statistics
@@ -313,7 +314,8 @@ def _train(spec: CaseSpec, result: CaseResult) -> None:
             def step(i: int) -> object:
                 if flush_denormal:  # a per-thread flag: set for the lever's calls only
                     torch.set_flush_denormal(True)
-                with torch.backends.mkldnn.flags(enabled=onednn):  # process-wide: restored after the call
+                # process-wide flag, restored after the call (only entered for the lever: it warns about TF32)
+                with torch.backends.mkldnn.flags(enabled=False) if not onednn else contextlib.nullcontext():
                     return trainer.train_iteration()
 
         result.setup_rss_mb = peak_rss_mb()
