@@ -346,7 +346,9 @@ class TrainConfig:
             ``torch.autocast`` with bfloat16 (convolutions and matrix products in bf16; weights, optimiser state,
             losses, gradients' accumulation and validation stay float32). Fast on GPUs and CPUs with native bf16
             (AVX512-BF16 / AMX); on CPUs without it bf16 is emulated and an order of magnitude slower (the
-            benchmark's ``library+bf16`` lever, docs/performance-levers.md), so keep ``fp32`` there.
+            benchmark's ``library+bf16`` lever, docs/performance-levers.md), so keep ``fp32`` there. Accuracy is
+            not shown to match fp32 (docs/performance-quality-bf16.md: 0.03 lower validation Dice after 300
+            phantom iterations, one seed); check it on your data.
     """
 
     method: TrainMethod = "sdnet"
