@@ -400,7 +400,8 @@ NOTES = """\
   fused kernel (`sdnet.training.optim.KerasAdam`, `implementation="auto"`).
 - `library+…` rows change one lever of the library iteration inside the benchmark (nothing in the library); each
   is timed alternately with a plain library iteration in the same process, and its "vs library" column is the
-  median of those per-round ratios, marked "(alt.)" (the "vs eager" column compares separate processes):
+  median of those per-round ratios, marked "(alt.)" (the "vs eager" column compares separate processes; the peak
+  RSS of a lever row includes the plain library trainer it alternates with):
   `loop-adam` = the per-parameter Adam the library used before (isolates the fused-Adam gain),
   `channels-last` = networks in channels_last memory format, `flush-denormal` = `torch.set_flush_denormal(True)`
   (it sets the flag of the calling thread only, so with several threads it is partial), `no-onednn` =
