@@ -154,31 +154,48 @@ def measure(
 ) -> Measurement:
     """Time ``fn(call_index)``: warm-up calls (the first under ``FlopCounterMode`` if ``count_flops``), then a
     budget-driven number of timed calls (see the module docstring)."""
-    n_warm = spec.warmup if warmup is None else warmup
+    return measure_alternately({"fn": fn}, spec, items=items, count_flops="fn" if count_flops else None,
+                               warmup=warmup)["fn"]
+
+
+def measure_alternately(
+    steps: dict[str, Callable[[int], object]], spec: CaseSpec, *, items: int = 1, count_flops: str | None = None,
+    warmup: int | None = None,
+) -> dict[str, Measurement]:
+    """Time several step functions in turn (A, B, A, B, …) so that a shared machine's drift hits all alike.
+
+    ``warmup`` (default ``spec.warmup``) untimed rounds come first, at least one when ``count_flops`` names a step
+    (its first call runs under ``FlopCounterMode``); then clamp(budget / time of the last warm round, min_reps,
+    max_reps) timed rounds. With one step this is :func:`measure`.
+    """
     clock = time.process_time if spec.timer == "process" else time.perf_counter
-    flops: float | None = None
-    warm: list[float] = []
+    n_warm = spec.warmup if warmup is None else warmup
+    warm: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    flops: dict[str, float] = {}
     call = 0
-    for i in range(max(n_warm, 1 if count_flops else 0)):
-        start = clock()
-        if i == 0 and count_flops:
-            with FlopCounterMode(display=False) as counter:
+    for i in range(max(n_warm, 1 if count_flops is not None else 0)):
+        for name, fn in steps.items():
+            start = clock()
+            if i == 0 and name == count_flops:
+                with FlopCounterMode(display=False) as counter:
+                    fn(call)
+                flops[name] = float(counter.get_total_flops())
+            else:
                 fn(call)
-            flops = float(counter.get_total_flops())
-        else:
+            warm[name].append(clock() - start)
+        call += 1
+    per_round = sum(w[-1] for w in warm.values() if w)
+    rounds = spec.max_reps if per_round <= 0 else int(spec.budget_s / per_round)
+    rounds = max(spec.min_reps, min(spec.max_reps, rounds))
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            start = clock()
             fn(call)
-        warm.append(clock() - start)
+            times[name].append(clock() - start)
         call += 1
-    per_call = warm[-1] if warm else 0.0
-    reps = spec.max_reps if per_call <= 0 else int(spec.budget_s / per_call)
-    reps = max(spec.min_reps, min(spec.max_reps, reps))
-    times: list[float] = []
-    for _ in range(reps):
-        start = clock()
-        fn(call)
-        times.append(clock() - start)
-        call += 1
-    return Measurement(times_s=times, warmup_s=warm, flops=flops, items=items)
+    return {name: Measurement(times_s=times[name], warmup_s=warm[name], flops=flops.get(name), items=items)
+            for name in steps}
 
 
 # ---------------------------------------------------------------------------------------------------- reference
@@ -218,45 +235,6 @@ def _replace_optimisers(trainer: Trainer, implementation: AdamImplementation) ->
         trainer.optimisers[name] = KerasAdam(params, opt.config, implementation=implementation)
 
 
-def _alternate(
-    steps: dict[str, Callable[[int], object]], spec: CaseSpec, *, items: int, count_flops: str | None = None,
-    budget_s: float | None = None,
-) -> dict[str, Measurement]:
-    """Time several step functions in turn (A, B, A, B, …) so that a shared machine's drift hits all alike.
-
-    ``spec.warmup`` untimed rounds come first (the first call of ``count_flops``, if given, runs under
-    ``FlopCounterMode``); then clamp(budget / time of one warm round, min_reps, max_reps) timed rounds.
-    """
-    clock = time.process_time if spec.timer == "process" else time.perf_counter
-    warm: dict[str, list[float]] = {name: [] for name in steps}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    flops: dict[str, float] = {}
-    call = 0
-    for i in range(max(spec.warmup, 1)):
-        for name, fn in steps.items():
-            start = clock()
-            if i == 0 and name == count_flops:
-                with FlopCounterMode(display=False) as counter:
-                    fn(call)
-                flops[name] = float(counter.get_total_flops())
-            else:
-                fn(call)
-            warm[name].append(clock() - start)
-        call += 1
-    per_round = sum(w[-1] for w in warm.values())
-    budget = spec.budget_s if budget_s is None else budget_s
-    rounds = spec.max_reps if per_round <= 0 else int(budget / per_round)
-    rounds = max(spec.min_reps, min(spec.max_reps, rounds))
-    for _ in range(rounds):
-        for name, fn in steps.items():
-            start = clock()
-            fn(call)
-            times[name].append(clock() - start)
-        call += 1
-    return {name: Measurement(times_s=times[name], warmup_s=warm[name], flops=flops.get(name), items=items)
-            for name in steps}
-
-
 def _train_interleaved(spec: CaseSpec, result: CaseResult) -> None:
     """Eager and library iterations alternately, each version on its own trainer built from the same seed."""
     config = run_config(spec.config, quick=spec.quick, threads=spec.threads)
@@ -267,7 +245,7 @@ def _train_interleaved(spec: CaseSpec, result: CaseResult) -> None:
         eager = EagerSDNet.create(sdnet_model(baseline), baseline.discriminator, config)
         items = config.train.batch_size * (2 if library.unlabelled_stream is not None else 1)
         result.setup_rss_mb = peak_rss_mb()
-        result.measurements.update(_alternate(
+        result.measurements.update(measure_alternately(
             {"eager": lambda i: eager.iteration(batches.batch(i)), "library": lambda i: library.train_iteration()},
             spec, items=items))
     e, lib = result.measurements["eager"].times_s, result.measurements["library"].times_s
@@ -326,7 +304,7 @@ def _train(spec: CaseSpec, result: CaseResult) -> None:
                 torch.set_flush_denormal(False)
                 return plain.train_iteration()
 
-            both = _alternate({"iteration": step, "library": plain_step}, spec, items=items,
+            both = measure_alternately({"iteration": step, "library": plain_step}, spec, items=items,
                               count_flops="iteration")
             result.measurements.update(both)
             result.extra["ratios_vs_library"] = [

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.cases import CaseResult, Measurement
+from benchmarks.cases import INTERLEAVED, CaseResult, Measurement
 
 CPU_TARGET = 2.0
 PAPER_TARGET = 1.3
@@ -183,7 +183,7 @@ def reference_table(results: Sequence[CaseResult]) -> list[str]:
 
 
 def training_table(results: Sequence[CaseResult]) -> list[str]:
-    rows = [r for r in results if r.spec["section"] in ("train", "levers") and r.spec["variant"] != "interleaved"]
+    rows = [r for r in results if r.spec["section"] in ("train", "levers") and r.spec["variant"] != INTERLEAVED]
     if not rows:
         return []
     peaks = reference_peaks(results)
@@ -226,7 +226,7 @@ def interleaved_ratio(result: CaseResult | None) -> tuple[float, float, float, i
 
 
 def interleaved_table(results: Sequence[CaseResult]) -> list[str]:
-    rows = [r for r in results if r.spec["section"] == "train" and r.spec["variant"] == "interleaved"]
+    rows = [r for r in results if r.spec["section"] == "train" and r.spec["variant"] == INTERLEAVED]
     if not rows:
         return []
     lines = ["### Training iteration, eager and library alternated in one process", "",
@@ -327,7 +327,7 @@ def acceptance_lines(results: Sequence[CaseResult], quality: QualityResult | Non
             continue
         e, lib = eager.measurements["iteration"], library.measurements["iteration"]
         ratio = e.median_s / lib.median_s
-        paired = interleaved_ratio(_find(results, "train", config, "interleaved"))
+        paired = interleaved_ratio(_find(results, "train", config, INTERLEAVED))
         # the interleaved ratio, where measured, decides: it is the one a shared machine's drift disturbs least
         decisive = paired[0] if paired is not None else ratio
         state = "met" if decisive >= target else "NOT met"
