@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sdnet.config import LossWeights
+from sdnet.utils import at_least_float32
 
 #: Term name -> the paper's λ it is weighted by (§4.2).
 LAMBDA_OF_TERM: dict[str, str] = {
@@ -24,11 +25,6 @@ LAMBDA_OF_TERM: dict[str, str] = {
     "ce": "λ_ce (not in the paper; default 0)",
     "vol": "λ_vol (§5.2 gives no weight; default 0)",
 }
-
-
-def _at_least_fp32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Promote half-precision tensors to float32; other dtypes pass unchanged."""
-    return tuple(t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors)
 
 
 def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: float = 0.1) -> torch.Tensor:
@@ -49,7 +45,7 @@ def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: floa
     """
     if probabilities.shape != target.shape:
         raise ValueError(f"dice_loss: shape mismatch {tuple(probabilities.shape)} vs {tuple(target.shape)}")
-    probabilities, target = _at_least_fp32(probabilities, target)
+    probabilities, target = at_least_float32(probabilities, target)
     dims = tuple(range(1, probabilities.dim()))
     intersection = (probabilities * target).sum(dim=dims)  # (B,)
     total = (probabilities + target).sum(dim=dims)  # (B,)
@@ -67,7 +63,7 @@ def cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         logits: (B, L + 1, H, W) segmentor logits.
         masks: (B, H, W) int64 class indices.
     """
-    (logits,) = _at_least_fp32(logits)
+    (logits,) = at_least_float32(logits)
     return F.cross_entropy(logits, masks)
 
 
@@ -81,7 +77,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     Returns:
         Scalar tensor, −0.5 · Σ(1 + log σ² − μ² − σ²) averaged over B.
     """
-    mu, logvar = _at_least_fp32(mu, logvar)
+    mu, logvar = at_least_float32(mu, logvar)
     per_sample = -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)  # (B,)
     return per_sample.mean()
 
@@ -93,7 +89,7 @@ def l1_reconstruction(image: torch.Tensor, reconstruction: torch.Tensor) -> torc
         image: (B, 1, H, W) in [−1, 1].
         reconstruction: (B, 1, H, W) in [−1, 1].
     """
-    image, reconstruction = _at_least_fp32(image, reconstruction)
+    image, reconstruction = at_least_float32(image, reconstruction)
     return F.l1_loss(reconstruction, image)
 
 
@@ -104,7 +100,7 @@ def z_reconstruction(z: torch.Tensor, z_reencoded: torch.Tensor) -> torch.Tensor
         z: (B, n_z) the sampled modality factor that was decoded.
         z_reencoded: (B, n_z) the modality factor re-encoded from the decoded image.
     """
-    z, z_reencoded = _at_least_fp32(z, z_reencoded)
+    z, z_reencoded = at_least_float32(z, z_reencoded)
     return F.l1_loss(z_reencoded, z)
 
 
@@ -118,7 +114,7 @@ def area_regression(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tens
     """
     if predicted.shape != target.shape:
         raise ValueError(f"area_regression: shape mismatch {tuple(predicted.shape)} vs {tuple(target.shape)}")
-    predicted, target = _at_least_fp32(predicted, target)
+    predicted, target = at_least_float32(predicted, target)
     return F.l1_loss(predicted, target)
 
 
@@ -129,7 +125,7 @@ def lsgan_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tenso
         real_scores: (B, 1) D_M on real masks.
         fake_scores: (B, 1) D_M on predicted masks.
     """
-    real_scores, fake_scores = _at_least_fp32(real_scores, fake_scores)
+    real_scores, fake_scores = at_least_float32(real_scores, fake_scores)
     return (real_scores - 1.0).pow(2).mean() + fake_scores.pow(2).mean()
 
 
@@ -139,7 +135,7 @@ def lsgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     Args:
         fake_scores: (B, 1) D_M on predicted masks of unlabelled images.
     """
-    (fake_scores,) = _at_least_fp32(fake_scores)
+    (fake_scores,) = at_least_float32(fake_scores)
     return (fake_scores - 1.0).pow(2).mean()
 
 

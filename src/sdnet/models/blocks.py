@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from sdnet.config import BinarisationMode
+from sdnet.utils import at_least_float32
 
 __all__ = [
     "KERAS_BN_EPS",
@@ -102,8 +103,7 @@ def float32_head(head: nn.Module, features: Tensor) -> Tensor:
     probabilities of a young network. Their cost is negligible (1×1 convolutions). Outside autocast this is
     ``head(features)`` (float64 stays float64).
     """
-    if features.dtype in (torch.bfloat16, torch.float16):
-        features = features.float()
+    (features,) = at_least_float32(features)
     with torch.autocast(device_type=features.device.type, enabled=False):
         out: Tensor = head(features)
     return out

@@ -18,6 +18,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def at_least_float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Promote half-precision (bfloat16 / float16) tensors to float32; other dtypes pass unchanged (float64 stays
+    float64). Used where mixed precision (``train.precision=bf16``) must not reach: losses and output heads."""
+    return tuple(t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors)
+
+
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[torch.device]:
     """Eval mode and ``torch.inference_mode`` for the block; yields the model's device and restores its training
@@ -31,4 +37,4 @@ def evaluating(model: nn.Module) -> Iterator[torch.device]:
         model.train(was_training)
 
 
-__all__ = ["evaluating", "seed_everything"]
+__all__ = ["at_least_float32", "evaluating", "seed_everything"]
