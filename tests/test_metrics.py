@@ -24,6 +24,19 @@ def test_missing_class_scores_zero_and_slice_average():
     assert dice_per_class(pred, target, 2)[0] == pytest.approx(2 * 4 / (4 + 5))
 
 
+def test_slice_average_counts_empty_slices_as_the_authors_do():
+    """Slices with the class in neither prediction nor truth score 1 (the authors' smoothed Dice), or are skipped
+    with empty_score=nan; a slice with a false positive scores 0 either way."""
+    target = np.zeros((4, 3, 3), dtype=int)
+    pred = np.zeros_like(target)
+    target[0, 0, 0] = pred[0, 0, 0] = 1  # slice 0: perfect
+    pred[1, 1, 1] = 1  # slice 1: false positive
+    # slices 2 and 3: empty in both
+    assert slice_averaged_dice(pred, target, 2)[0] == pytest.approx((1 + 0 + 1 + 1) / 4)
+    assert slice_averaged_dice(pred, target, 2, empty_score=float("nan"))[0] == pytest.approx(0.5)
+    assert slice_averaged_dice(np.zeros_like(target), np.zeros_like(target), 2)[0] == 1.0
+
+
 def test_hd95_known_shift_in_mm_and_pixels():
     from sdnet.metrics import hd95_per_class
 

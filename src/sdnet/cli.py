@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from sdnet.errors import SDNetError
 
@@ -211,8 +211,10 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "modality per mixture. factors: Dice and posterior variances per C x n_z.",
     )
     t.add_argument("study_dir", type=Path, metavar="STUDY_DIR", help="a folder written by `sdnet experiment ...`")
-    t.add_argument("--metric", choices=["3d", "slice"], default="3d",
-                   help="semi: 3D Dice per volume (default) or the authors' per-slice average")
+    t.add_argument("--metric", choices=["both", "3d", "slice"], default="both",
+                   help="semi: 3D Dice per volume and the authors' per-slice average (default both), or one")
+    t.add_argument("--reference", default="unet", metavar="METHOD",
+                   help="semi: report every method's paired difference against this one (default unet)")
 
 
 EPILOG_ANALYSE = """examples:
@@ -420,7 +422,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             print(md.read_text(), end="")
             print(f"wrote {md} and {csv}")
             return 0
-        files = write_table(args.study_dir, metric=args.metric)
+        metrics: tuple[Literal["3d", "slice"], ...] = ("3d", "slice") if args.metric == "both" else (args.metric,)
+        files = write_table(args.study_dir, metrics=metrics, reference=args.reference)
         print(files.markdown.read_text(), end="")
         print(f"wrote {files.markdown}, {files.csv} and {files.figure}")
         return 0

@@ -26,6 +26,9 @@ BinarisationMode = Literal["argmax", "round", "none"]
 TrainMethod = Literal["sdnet", "unet", "gan", "selftrain"]
 TRAIN_METHODS: tuple[str, ...] = typing.get_args(TrainMethod)
 """The values of ``train.method``: SDNet and the paper's baselines (§4.3)."""
+Schedule = Literal["steps", "joint"]
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
+"""The values of ``train.schedule``: the authors' per-step updates, or the paper's single objective."""
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 """The values of ``train.precision``: float32, or bfloat16 mixed precision (autocast)."""
@@ -323,6 +326,13 @@ class TrainConfig:
             encoder's U-Net with a class head, labelled images only), ``gan`` (that U-Net plus the mask
             discriminator's adversarial term on unlabelled images) or ``selftrain`` (that U-Net retrained on its
             own pseudo-labels of the unlabelled images, Bai et al. 2017 without CRF).
+        schedule: SDNet's iteration (``train.method=sdnet``): ``steps`` (the authors' code, facts §1.11: a supervised
+            update on a labelled batch and an unsupervised update on an unlabelled batch, each with its own Adam,
+            each followed by a z-reconstruction update, then the discriminator) or ``joint`` (the paper's single
+            objective, §4.2: one generator update on the λ-weighted sum of every term over the labelled and the
+            unlabelled batch, one z-reconstruction update on both batches' anatomy, then the discriminator). With
+            ``steps`` the λ of a whole update (λ3 of the unsupervised one, say) cannot change anything, because Adam
+            is invariant to a constant scale of its loss; with ``joint`` every λ sets a balance.
         selftrain_rounds: ``selftrain`` only: pseudo-label-and-retrain rounds after the labelled-only round 0. The
             run's budget (``epochs``, ``max_steps``, ``max_minutes``) is split equally over the rounds + 1
             stages, so the total budget equals the other methods'.
@@ -352,6 +362,7 @@ class TrainConfig:
     """
 
     method: TrainMethod = "sdnet"
+    schedule: Schedule = "steps"
     selftrain_rounds: int = 2
     batch_size: int = 4
     epochs: int = 500
@@ -371,6 +382,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.method not in TRAIN_METHODS:
             raise ConfigError(f"train.method must be one of {list(TRAIN_METHODS)}, got {self.method!r}")
         if self.selftrain_rounds < 1:

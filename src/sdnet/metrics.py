@@ -32,20 +32,29 @@ def dice_per_class(prediction: np.ndarray, target: np.ndarray, n_classes: int) -
     return scores
 
 
-def slice_averaged_dice(prediction: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
-    """The authors' per-slice Dice averaged over the slices of a volume (facts §1.14), per class.
+def slice_averaged_dice(
+    prediction: np.ndarray, target: np.ndarray, n_classes: int, *, empty_score: float = 1.0
+) -> np.ndarray:
+    """The authors' per-slice Dice averaged over the slices of a volume (facts §1.14), per class: the number the
+    paper's tables report.
 
-    Slices where a class is absent from both prediction and target are skipped (NaN), unlike the authors' smoothed
-    score which counts them as 1.
+    A slice where a class is absent from both prediction and target scores ``empty_score``: 1 by default, as the
+    authors' smoothed Dice (ε = 0.1) gives it, so a correctly empty basal or apical slice counts as right.
+    ``empty_score=nan`` skips such slices instead (the slice average then covers only slices where the class
+    appears in the prediction or the truth).
 
     Args:
         prediction: (S, H, W) class indices.
         target: (S, H, W) class indices.
+        n_classes: L + 1 (background 0 included).
+        empty_score: the score of a slice with the class in neither.
 
     Returns:
-        (L,) mean over slices of the per-slice Dice (NaN if the class never appears).
+        (L,) mean over slices of the per-slice Dice (NaN only when ``empty_score`` is NaN and the class never
+        appears).
     """
     per_slice = np.stack([dice_per_class(p, t, n_classes) for p, t in zip(prediction, target, strict=True)])
+    per_slice = np.where(np.isnan(per_slice), empty_score, per_slice)
     with np.errstate(invalid="ignore"):
         out = np.full(n_classes - 1, np.nan)
         for c in range(n_classes - 1):

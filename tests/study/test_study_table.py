@@ -27,7 +27,9 @@ def test_table_of_the_tiny_grid(tiny_study: TinyStudy):
     for name in ("table.md", "table.csv", "dice_vs_labels.png"):
         assert (tiny_study.dir / name).stat().st_size > 0, name
     assert (tiny_study.dir / "dice_vs_labels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = _csv_rows(tiny_study.dir / "table.csv")
+    all_rows = _csv_rows(tiny_study.dir / "table.csv")
+    assert [r["metric"] for r in all_rows] == ["3d"] * (len(all_rows) // 2) + ["slice"] * (len(all_rows) // 2)
+    rows = [r for r in all_rows if r["metric"] == "3d"]
     assert [(r["method"], r["labelled"]) for r in rows] == [(m, f"l{n}") for n in LABELLED for m in METHODS]
     assert all(r["runs_done"] == r["runs_expected"] == "2" and r["volumes"] == "4" for r in rows)
     for n in LABELLED:
@@ -46,10 +48,15 @@ def test_table_of_the_tiny_grid(tiny_study: TinyStudy):
     assert float(first["avg_mean"]) == pytest.approx(np.mean(avg), rel=1e-5)
     md = (tiny_study.dir / "table.md").read_text()
     assert md == res.out.split("wrote ")[0]
-    table_lines = [line for line in md.splitlines() if line.startswith("| ")]
-    assert table_lines[0] == "| labelled | method | runs | volumes | RV | MYO | LV | avg | p (best vs 2nd) |"
-    assert len(table_lines) == 1 + len(METHODS) * len(LABELLED)
-    assert sum("**" in line for line in table_lines) == len(LABELLED)  # one bold average per label amount
+    assert "## 3D Dice" in md and "## Per-slice Dice (the authors' definition)" in md
+    for section in md.split("## ")[1:]:  # the same table layout for both definitions
+        table_lines = [line for line in section.splitlines() if line.startswith("| ")]
+        assert table_lines[0] == "| labelled | method | runs | volumes | RV | MYO | LV | avg | p (best vs 2nd) |"
+        assert len(table_lines) == 1 + len(METHODS) * len(LABELLED)
+        assert sum("**" in line for line in table_lines) == len(LABELLED)  # one bold average per label amount
+    one = run_cli(["experiment", "table", str(tiny_study.dir), "--metric", "slice"])
+    assert one.rc == 0, one.err
+    assert "## " not in one.out and {r["metric"] for r in _csv_rows(tiny_study.dir / "table.csv")} == {"slice"}
 
 
 def _volume(subject: str, phase: int, dice: np.ndarray) -> dict:
@@ -119,7 +126,7 @@ def test_paired_ttest_equals_scipy_on_handmade_results(tmp_path: Path):
     star = "\\*" if l1["sdnet"].p_value < 0.05 else ""
     assert f"**{l1['sdnet'].avg_mean:.3f} ± {l1['sdnet'].avg_std:.3f}**{star} | {l1['sdnet'].p_value:.3g} (vs " \
            "sdnet-noadv, 12 pairs) |" in md
-    rows = _csv_rows(files.csv)
+    rows = [r for r in _csv_rows(files.csv) if r["metric"] == "3d"]
     assert rows[0]["method"] == "sdnet" and float(rows[0]["p_value"]) == pytest.approx(expected, rel=1e-5)
     nozrec = next(r for r in rows if r["method"] == "sdnet-nozrec" and r["labelled"] == "l3")
     assert nozrec["avg_mean"] == "" and nozrec["missing_runs"] == "sdnet-nozrec/l3/fold0 sdnet-nozrec/l3/fold1"
@@ -135,3 +142,34 @@ def test_table_of_a_study_without_results(tmp_path: Path):
     assert (tmp_path / "empty" / "dice_vs_labels.png").exists()
     missing = run_cli(["experiment", "table", str(tmp_path / "nowhere")])
     assert missing.rc == 2 and missing.err.startswith("sdnet: error:") and "study.json" in missing.err
+
+
+def test_paired_differences_against_the_reference_method(tmp_path: Path):
+    """Every method against the reference per label amount: mean difference and ttest_rel on common volumes."""
+    methods = ["unet", "sdnet", "gan"]
+    plan = plan_study(config_path=None, methods=methods, labels=labelled_subjects([1]), folds=1, data_root=tmp_path)
+    study = tmp_path / "study"
+    plan.grid.write(study)
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.3, 0.7, (10, 3))
+    dice = {"unet": base, "sdnet": np.clip(base + 0.1 + rng.normal(0, 0.02, base.shape), 0, 1),
+            "gan": np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1)}
+    for m in methods:
+        vols = [_volume(f"s{i}", 0, dice[m][i]) for i in range(10)]
+        if m == "gan":
+            vols = vols[:7]  # three volumes missing: compared on the seven common ones
+        _write_result(study, f"{m}/l1/fold0", 0, vols)
+    from sdnet.study import reference_comparisons
+
+    comparisons = {c.method: c for c in reference_comparisons(build_table(study), "unet")}
+    assert set(comparisons) == {"sdnet", "gan"}
+    avg = {m: dice[m].mean(axis=1) for m in methods}
+    sd = comparisons["sdnet"]
+    assert sd.difference == pytest.approx(avg["sdnet"].mean() - avg["unet"].mean())
+    assert sd.p_value == pytest.approx(ttest_rel(avg["sdnet"], avg["unet"]).pvalue) and sd.n_pairs == 10
+    assert comparisons["gan"].n_pairs == 7
+    assert comparisons["gan"].p_value == pytest.approx(ttest_rel(avg["gan"][:7], avg["unet"][:7]).pvalue)
+    assert reference_comparisons(build_table(study), "selftrain") == []  # not in the grid
+    md = write_table(study).markdown.read_text()
+    assert "Paired differences against `unet`" in md
+    assert f"| 1 subject | sdnet | {sd.mean:.3f} | {sd.reference_mean:.3f} | {sd.difference:+.3f} |" in md

@@ -29,13 +29,23 @@ from sdnet.study.semi import (
     run_state,
     run_study,
 )
-from sdnet.study.table import StudyTable, TableFiles, TableRow, build_table, paired_ttest, write_table
+from sdnet.study.table import (
+    Comparison,
+    StudyTable,
+    TableFiles,
+    TableRow,
+    build_table,
+    paired_ttest,
+    reference_comparisons,
+    write_table,
+)
 
 __all__ = [
     "METHODS",
     "PROTOCOLS",
     "RESULT_SCHEMA",
     "STUDY_SCHEMA",
+    "Comparison",
     "LabelAmount",
     "RunEvent",
     "RunOutcome",
@@ -56,6 +66,7 @@ __all__ = [
     "paired_ttest",
     "plan_study",
     "read_result",
+    "reference_comparisons",
     "run_state",
     "run_study",
     "write_table",

@@ -7,6 +7,11 @@ average over its classes. Per label amount the method with the highest average i
 (:func:`scipy.stats.ttest_rel`) compares its per-volume average Dice with the second-best method's, pairing volumes
 by (fold, seed, subject, phase); an asterisk marks p < 0.05, as in the paper. Runs without a study
 ``result.json`` appear as '—' with a note, never as an error.
+
+:func:`write_table` writes the table for both Dice definitions — 3D Dice per volume (today's common practice) and
+the authors' per-slice average (what the paper's tables report; a slice where a class is in neither prediction nor
+truth scores 1) — and, when the grid has a reference method (``unet`` by default), the paired difference of every
+other method against it per label amount (:func:`reference_comparisons`).
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class StudyTable:
     class_names: tuple[str, ...]
     rows: tuple[TableRow, ...]
     notes: tuple[str, ...]
+    per_volume: dict[tuple[str, str], dict[VolumeKey, float]] = dataclasses.field(default_factory=dict)
+    """(label key, method) -> per-volume class-average Dice of the cell's finished runs (for paired tests)."""
 
     def markdown(self) -> str:
         g = self.grid
@@ -119,22 +126,28 @@ class StudyTable:
             lines += ["", "Notes:", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
+    def csv_rows(self) -> list[list[object]]:
+        """The header and one row per table row, as :meth:`write_csv` writes them."""
+        header: list[object] = [
+            "method", "labelled", "labelled_subjects_requested", "labelled_fraction_requested",
+            "labelled_subjects", "runs_done", "runs_expected", "volumes",
+            *[f"{n}_{s}" for n in (*self.class_names, "avg") for s in ("mean", "std")],
+            "best", "p_value", "compared_with", "pairs", "missing_runs"]
+        rows: list[list[object]] = [header]
+        for r in self.rows:
+            stats: list[str] = []
+            for m, s in zip((*r.class_mean, r.avg_mean), (*r.class_std, r.avg_std), strict=True):
+                stats += [_num(m), _num(s)]
+            rows.append([r.method, r.label.key, r.label.subjects or "", r.label.fraction or "",
+                         _num(r.n_labelled_subjects), len(r.runs_done), len(r.runs_expected), r.n_volumes,
+                         *stats, int(r.best), "" if r.p_value is None else f"{r.p_value:.6g}", r.compared_with,
+                         r.n_pairs if r.compared_with else "", " ".join(r.missing)])
+        return rows
+
     def write_csv(self, path: str | Path) -> Path:
         out = Path(path)
         with out.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["method", "labelled", "labelled_subjects_requested", "labelled_fraction_requested",
-                        "labelled_subjects", "runs_done", "runs_expected", "volumes"]
-                       + [f"{n}_{s}" for n in (*self.class_names, "avg") for s in ("mean", "std")]
-                       + ["best", "p_value", "compared_with", "pairs", "missing_runs"])
-            for r in self.rows:
-                stats: list[str] = []
-                for m, s in zip((*r.class_mean, r.avg_mean), (*r.class_std, r.avg_std), strict=True):
-                    stats += [_num(m), _num(s)]
-                w.writerow([r.method, r.label.key, r.label.subjects or "", r.label.fraction or "",
-                            _num(r.n_labelled_subjects), len(r.runs_done), len(r.runs_expected), r.n_volumes,
-                            *stats, int(r.best), "" if r.p_value is None else f"{r.p_value:.6g}", r.compared_with,
-                            r.n_pairs if r.compared_with else "", " ".join(r.missing)])
+            csv.writer(f).writerows(self.csv_rows())
         return out
 
 
@@ -214,6 +227,7 @@ def build_table(study_dir: str | Path, *, metric: DiceKind = "3d") -> StudyTable
                              f"{list(class_names)} of the other runs")
         class_names = class_names or r.class_names
     rows: list[TableRow] = []
+    volumes_of: dict[tuple[str, str], dict[VolumeKey, float]] = {}
     for label in grid.labels:
         cell_rows: list[TableRow] = []
         per_volume: dict[str, dict[VolumeKey, float]] = {}
@@ -249,10 +263,64 @@ def build_table(study_dir: str | Path, *, metric: DiceKind = "3d") -> StudyTable
             cell_rows = [dataclasses.replace(r, best=True, p_value=p, compared_with=other, n_pairs=pairs)
                          if r is best else r for r in cell_rows]
         rows += cell_rows
+        for method, values in per_volume.items():
+            volumes_of[(label.key, method)] = values
     if not results:
         notes.insert(0, "no finished runs yet.")
     return StudyTable(study_dir=root, grid=grid, metric=metric, class_names=class_names, rows=tuple(rows),
-                      notes=tuple(notes))
+                      notes=tuple(notes), per_volume=volumes_of)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A method against the reference method at one label amount, on the volumes both have (paired t-test)."""
+
+    label: LabelAmount
+    method: str
+    reference: str
+    mean: float
+    reference_mean: float
+    difference: float
+    p_value: float | None
+    n_pairs: int
+
+
+def reference_comparisons(table: StudyTable, reference: str = "unet") -> list[Comparison]:
+    """Every method of the grid against ``reference`` per label amount: mean per-volume class-average Dice of both
+    on their common volumes (paired by fold, seed, subject, phase), the difference and the paired t-test's p.
+    Empty when the grid has no ``reference`` method; cells without common volumes are left out."""
+    if reference not in table.grid.methods:
+        return []
+    out: list[Comparison] = []
+    for label in table.grid.labels:
+        ref = table.per_volume.get((label.key, reference), {})
+        for method in table.grid.methods:
+            if method == reference:
+                continue
+            own = table.per_volume.get((label.key, method), {})
+            keys = sorted(k for k in own.keys() & ref.keys() if math.isfinite(own[k]) and math.isfinite(ref[k]))
+            if not keys:
+                continue
+            p, pairs = paired_ttest({k: own[k] for k in keys}, {k: ref[k] for k in keys})
+            mean, ref_mean = finite_mean([own[k] for k in keys]), finite_mean([ref[k] for k in keys])
+            out.append(Comparison(label=label, method=method, reference=reference, mean=mean,
+                                  reference_mean=ref_mean, difference=mean - ref_mean, p_value=p, n_pairs=pairs))
+    return out
+
+
+def comparisons_markdown(comparisons: Sequence[Comparison], metric: DiceKind) -> str:
+    """A Markdown table of :func:`reference_comparisons` (empty string when there are none)."""
+    if not comparisons:
+        return ""
+    kind = "3D Dice" if metric == "3d" else "per-slice Dice"
+    lines = [f"Paired differences against `{comparisons[0].reference}` ({kind}, per-volume class average; "
+             "`scipy.stats.ttest_rel` over the volumes both have):", "",
+             "| labelled | method | mean | reference | difference | p | pairs |", "|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        p = DASH if c.p_value is None else f"{c.p_value:.3g}"
+        lines.append(f"| {c.label.text} | {c.method} | {c.mean:.3f} | {c.reference_mean:.3f} | "
+                     f"{c.difference:+.3f} | {p} | {c.n_pairs} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_dice_vs_labels(table: StudyTable, path: str | Path) -> Path:
@@ -295,12 +363,35 @@ def plot_dice_vs_labels(table: StudyTable, path: str | Path) -> Path:
     return out
 
 
-def write_table(study_dir: str | Path, *, metric: DiceKind = "3d") -> TableFiles:
-    """Write ``table.md``, ``table.csv`` and ``dice_vs_labels.png`` into the study folder."""
-    table = build_table(study_dir, metric=metric)
+def write_table(
+    study_dir: str | Path, *, metrics: Sequence[DiceKind] = ("3d", "slice"), reference: str = "unet"
+) -> TableFiles:
+    """Write ``table.md`` (one section per Dice definition in ``metrics``, each with its paired differences against
+    ``reference`` when the grid has it), ``table.csv`` (a ``metric`` column tells the definitions apart) and
+    ``dice_vs_labels.png`` (the first metric) into the study folder."""
+    if not metrics:
+        raise StudyError("write_table: no metric asked for")
     root = Path(study_dir)
+    tables = [build_table(root, metric=m) for m in metrics]
+    parts: list[str] = []
+    for k, table in enumerate(tables):
+        text = table.markdown()
+        if k > 0:  # one title for the file; later sections start at their description
+            text = "\n".join(text.splitlines()[2:]) + "\n"
+        kind = "3D Dice" if table.metric == "3d" else "Per-slice Dice (the authors' definition)"
+        parts.append(f"## {kind}\n\n" + text if len(tables) > 1 else text)
+        comparison = comparisons_markdown(reference_comparisons(table, reference), table.metric)
+        if comparison:
+            parts.append(comparison)
     md = root / "table.md"
-    md.write_text(table.markdown())
-    csv_path = table.write_csv(root / "table.csv")
-    figure = plot_dice_vs_labels(table, root / "dice_vs_labels.png")
+    md.write_text("\n".join(parts))
+    csv_path = root / "table.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        for k, table in enumerate(tables):
+            for i, row in enumerate(table.csv_rows()):
+                if i == 0 and k > 0:
+                    continue
+                w.writerow(["metric" if i == 0 else table.metric, *row])
+    figure = plot_dice_vs_labels(tables[0], root / "dice_vs_labels.png")
     return TableFiles(markdown=md, csv=csv_path, figure=figure)

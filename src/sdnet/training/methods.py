@@ -4,9 +4,11 @@ Every method runs inside the same :class:`~sdnet.training.trainer.Trainer` loop:
 (``config.optim``) per update kind, batch size, epoch length, validation Dice per epoch, early stopping, best/last
 checkpoints, resume and budget. Only the iteration differs:
 
-* ``sdnet`` (:func:`sdnet_iteration`): the authors' schedule — supervised step, z-reconstruction, unsupervised
-  step, z-reconstruction, discriminator step (facts §1.11); with the LV-volume multi-task (``loss.vol`` > 0 and
-  ``data.volume_subjects``) a volume step on a batch with volume labels follows the first z-reconstruction.
+* ``sdnet`` (:func:`sdnet_iteration`): with ``train.schedule=steps`` the authors' schedule — supervised step,
+  z-reconstruction, unsupervised step, z-reconstruction, discriminator step (facts §1.11); with the LV-volume
+  multi-task (``loss.vol`` > 0 and ``data.volume_subjects``) a volume step on a batch with volume labels follows
+  the first z-reconstruction. With ``train.schedule=joint`` (:func:`sdnet_joint_iteration`) the paper's single
+  objective: one generator update on both batches, one z-reconstruction, (volume step,) discriminator step.
 * ``unet`` (:func:`unet_iteration`): :func:`~sdnet.training.steps.unet_supervised_step` on a labelled batch; the
   unlabelled images are ignored.
 * ``gan`` (:func:`gan_iteration`): the U-Net step, then :func:`~sdnet.training.steps.gan_generator_step` on an
@@ -39,6 +41,7 @@ from sdnet.models import SDNet, Segmenter, UNetSegmenter
 from sdnet.training.steps import (
     discriminator_step,
     gan_generator_step,
+    joint_generator_step,
     one_hot_foreground,
     supervised_step,
     unet_supervised_step,
@@ -55,6 +58,7 @@ __all__ = [
     "gan_iteration",
     "pseudo_label",
     "sdnet_iteration",
+    "sdnet_joint_iteration",
     "selftrain_stage_end",
     "unet_iteration",
     "with_pseudo_labels",
@@ -62,7 +66,10 @@ __all__ = [
 
 
 def sdnet_iteration(t: Trainer) -> dict[str, float]:
-    """One iteration of the authors' SDNet schedule at step ``t.step``; returns the logged loss terms."""
+    """One SDNet iteration at step ``t.step`` in ``train.schedule`` (the authors' per-step updates or the paper's
+    joint objective); returns the logged loss terms."""
+    if t.config.train.schedule == "joint":
+        return sdnet_joint_iteration(t)
     cfg, s = t.config, t.step
     n_classes = cfg.model.n_classes
     model = t.model
@@ -97,6 +104,38 @@ def sdnet_iteration(t: Trainer) -> dict[str, float]:
             fake = t.pool(uns.fake_masks)
             d = discriminator_step(t.discriminator, real_fg, fake, t.optimisers["discriminator"])
             logs["disc"] = d.losses["disc"]
+    return logs
+
+
+def sdnet_joint_iteration(t: Trainer) -> dict[str, float]:
+    """One iteration of ``train.schedule=joint``: :func:`~sdnet.training.steps.joint_generator_step` on the
+    labelled and unlabelled batches, one z-reconstruction step on the anatomy of both, the volume step (LV-volume
+    multi-task only), then the discriminator step. Logged terms are prefixed ``sup_`` (the joint update, so that
+    ``sup_segm`` means the same in both schedules)."""
+    cfg, s = t.config, t.step
+    model = t.model
+    assert isinstance(model, SDNet)
+    x, m = t.labelled_stream.batch(s)
+    assert m is not None
+    xu = None
+    if t.unlabelled_stream is not None:
+        xu = t.unlabelled_stream.batch(s)[0].to(t.device)
+    gen = joint_generator_step(model, t.discriminator, x.to(t.device), m.to(t.device), xu,
+                               t.optimisers["generator"], cfg.loss, n_classes=cfg.model.n_classes)
+    logs = {f"sup_{k}": v for k, v in gen.losses.items()}
+    if cfg.loss.zrec > 0 and gen.anatomy is not None:
+        logs["sup_zrec"] = z_reconstruction_step(model, gen.anatomy, t.optimisers["zrec"], cfg.loss).losses["zrec"]
+    if t.volume_stream is not None:
+        xv, _ = t.volume_stream.batch(s)
+        vol = volume_step(model, xv.to(t.device), t.volume_stream.areas(s).to(t.device), t.optimisers["volume"],
+                          cfg.loss)
+        logs["volume_vol"] = vol.losses["vol"]
+    if t.discriminator is not None and gen.fake_masks is not None:
+        _, real = t.real_stream.batch(s)
+        assert real is not None
+        real_fg = one_hot_foreground(real.to(t.device), cfg.model.n_classes)
+        logs["disc"] = discriminator_step(t.discriminator, real_fg, t.pool(gen.fake_masks),
+                                          t.optimisers["discriminator"]).losses["disc"]
     return logs
 
 

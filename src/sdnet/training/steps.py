@@ -1,9 +1,12 @@
 """The four kinds of update in SDNet's per-iteration schedule, as explicit functions (facts §1.9, §1.11), and the
 two U-Net updates of the paper's baselines (§4.3).
 
-Per iteration the trainer runs: :func:`supervised_step` on a labelled batch, :func:`z_reconstruction_step`,
-(:func:`volume_step` on a batch with volume labels, LV-volume multi-task only), :func:`unsupervised_step` on an
-unlabelled batch, :func:`z_reconstruction_step` again, then :func:`discriminator_step`. Each step returns its
+Per iteration the trainer runs (``train.schedule=steps``, the authors' schedule): :func:`supervised_step` on a
+labelled batch, :func:`z_reconstruction_step`, (:func:`volume_step` on a batch with volume labels, LV-volume
+multi-task only), :func:`unsupervised_step` on an unlabelled batch, :func:`z_reconstruction_step` again, then
+:func:`discriminator_step`. With ``train.schedule=joint`` (the paper's single objective) it runs
+:func:`joint_generator_step` on the labelled and unlabelled batches together, one :func:`z_reconstruction_step`
+on the anatomy of both, (:func:`volume_step`), then :func:`discriminator_step`. Each step returns its
 unweighted loss terms (floats) for logging; the paper's λ are applied only through :func:`sdnet.losses.weighted_sum`.
 
 The baselines (:mod:`sdnet.training.methods`) train :class:`~sdnet.models.UNetSegmenter` with
@@ -172,6 +175,64 @@ def unsupervised_step(
         losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
     # float32 fakes for the pool, whatever the forward pass's precision (the pool outlives precision changes).
     return StepResult(losses=losses, anatomy=out.anatomy.detach(), fake_masks=fake.detach().float())
+
+
+def joint_generator_step(
+    model: SDNet,
+    discriminator: MaskDiscriminator | None,
+    image: Tensor,
+    masks: Tensor,
+    unlabelled: Tensor | None,
+    optimizer: KerasAdam,
+    weights: LossWeights,
+    *,
+    n_classes: int,
+) -> StepResult:
+    """The paper's single objective (§4.2) as one generator update: λ2 L_segm (+ λ_ce CE) on the labelled batch,
+    λ3 L_adv (D frozen) on the unlabelled batch, λ4 L_rec + λ1 L_KL on both — one backward pass of the λ-weighted
+    sum, one Adam step (``train.schedule=joint``).
+
+    Unlike the authors' per-step schedule, where the supervised and unsupervised terms are separate updates with
+    their own Adam (so a λ that scales a whole update has no effect: Adam is invariant to a constant loss scale),
+    here the λ set the balance between segmentation, reconstruction and the adversarial term at every parameter.
+    The two batches go through the networks as one batch of 2B images (one BatchNorm statistic for both).
+
+    Args:
+        image: (B, 1, H, W) labelled images in [−1, 1].
+        masks: (B, H, W) int64 class indices of ``image``.
+        unlabelled: (B', 1, H, W) unlabelled images, or None (fully supervised: no adversarial term).
+        discriminator: None (or λ3 = 0) drops the adversarial term.
+
+    Returns:
+        losses (``segm``, ``rec``, ``kl``, ``ce``, ``adv`` as present, and ``total``), the detached anatomy of all
+        B + B' images (for the z-reconstruction step) and the detached predicted foreground masks (B', L, H, W) of
+        the unlabelled images (for the discriminator's fake pool; None without unlabelled images).
+    """
+    n = image.shape[0]
+    both = image if unlabelled is None else torch.cat([image, unlabelled])
+    out = model(both)
+    target = one_hot_foreground(masks, n_classes)
+    terms = {
+        "segm": dice_loss(out.mask_probabilities[:n, 1:], target),
+        "rec": l1_reconstruction(both, out.reconstruction),
+        "kl": kl_divergence(out.modality.mu, out.modality.logvar),
+    }
+    if weights.rec == 0:
+        del terms["rec"]
+    if weights.ce > 0:
+        terms["ce"] = cross_entropy(out.mask_logits[:n], masks)
+    fake = None if unlabelled is None else out.mask_probabilities[n:, 1:]
+    if fake is not None and discriminator is not None and weights.adv > 0:
+        discriminator.requires_grad_(False)
+        try:
+            terms["adv"] = lsgan_generator_loss(discriminator(fake))
+            losses = _finish(weighted_sum(terms, weights), terms, optimizer, "joint generator step")
+        finally:
+            discriminator.requires_grad_(True)
+    else:
+        losses = _finish(weighted_sum(terms, weights), terms, optimizer, "joint generator step")
+    return StepResult(losses=losses, anatomy=out.anatomy.detach(),
+                      fake_masks=None if fake is None else fake.detach().float())
 
 
 def unet_supervised_step(

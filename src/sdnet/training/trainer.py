@@ -1,9 +1,11 @@
 """The training loop of SDNet and of the paper's baselines: per-iteration schedule, validation, early stopping,
 checkpoints, logs.
 
-SDNet, per iteration (facts §1.11): supervised step on a labelled batch; z-reconstruction step; unsupervised step
-on an unlabelled batch; z-reconstruction step; discriminator step. Without unlabelled images the run is fully
-supervised (first two steps only). Each update kind has its own Keras-style Adam (facts §1.10).
+SDNet, per iteration (``train.schedule=steps``, facts §1.11): supervised step on a labelled batch;
+z-reconstruction step; unsupervised step on an unlabelled batch; z-reconstruction step; discriminator step. Without
+unlabelled images the run is fully supervised (first two steps only). Each update kind has its own Keras-style Adam
+(facts §1.10). ``train.schedule=joint`` replaces the supervised and unsupervised steps by one generator update on
+the paper's λ-weighted objective over both batches (one Adam), followed by one z-reconstruction step.
 
 ``train.method`` selects SDNet or a baseline of paper §4.3 (``unet``, ``gan``, ``selftrain``); the iteration of
 each is in :mod:`sdnet.training.methods`, everything else here is shared, so every method gets the same optimiser,
@@ -153,8 +155,16 @@ class Trainer:
             build_discriminator(mc).to(self.device) if self.use_discriminator else None
         )
         oc = config.optim
-        if isinstance(self.model, SDNet):
+        if isinstance(self.model, SDNet) and config.train.schedule == "joint":
+            # the paper's single objective: one Adam for the joint generator update
             self.optimisers: dict[str, KerasAdam] = {
+                "generator": KerasAdam(generator_parameters(self.model), oc),
+                "zrec": KerasAdam(z_regressor_parameters(self.model), oc),
+            }
+            if self.data.volume is not None and config.loss.vol > 0:
+                self.optimisers["volume"] = KerasAdam(volume_parameters(self.model), oc)
+        elif isinstance(self.model, SDNet):
+            self.optimisers = {
                 "supervised": KerasAdam(generator_parameters(self.model), oc),
                 "zrec": KerasAdam(z_regressor_parameters(self.model), oc),
             }
@@ -432,7 +442,7 @@ class Trainer:
                     bar.update(1)
                     if self.step % tc.log_every == 0:
                         logger.write({"event": "step", "step": self.step, "epoch": self.epoch,
-                                      "lr": self.optimisers["supervised"].lr, **logs}, "train")
+                                      "lr": next(iter(self.optimisers.values())).lr, **logs}, "train")
                         bar.set_postfix(dice_loss=f"{logs.get('sup_segm', float('nan')):.3f}")
                     if self.step % tc.checkpoint_every == 0:
                         self.save("last.pt")
