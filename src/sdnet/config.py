@@ -216,6 +216,11 @@ class DataConfig:
             stay withheld (they remain in the unlabelled pool). Drawn with ``split_seed`` and saved in the split.
             Used when ``loss.vol`` > 0; labelled subjects always supervise the regressor through their masks.
         volume_class: name of the label whose area is regressed (the LV cavity).
+        orientation: the axis and orientation convention volumes are read in (:mod:`sdnet.data.orientation`):
+            ``canonical`` (slice axis = the file's third axis, in-plane axes ordered and flipped by their world
+            direction; SSL4MIS slices transposed back to the NIfTI order) or ``legacy`` (the files' voxel order and
+            the SSL4MIS arrays as stored: what checkpoints written before the convention were trained in; they
+            load with this value). Saved with every run and checkpoint so that ``predict`` knows what its model saw.
         split_seed: seed of the subject split and of the choice of labelled subjects.
         fold: cross-validation fold of the ``random`` split (0, 1, 2, ... give disjoint test sets).
     """
@@ -244,6 +249,7 @@ class DataConfig:
     discriminator_masks: Literal["labelled", "training"] = "labelled"
     volume_subjects: int = 0
     volume_class: str = "LV"
+    orientation: Literal["canonical", "legacy"] = "canonical"
     split_seed: int = 1
     fold: int = 0
 

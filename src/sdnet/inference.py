@@ -1,8 +1,11 @@
-"""Segment NIfTI volumes and write the masks back on the input's own grid (same shape, same affine).
+"""Segment NIfTI volumes and write the masks back on the input's own grid (same shape, voxel order and header).
 
-The model works on the preprocessed grid (resampled to the target spacing, optionally resized, centre
-cropped/padded). :func:`to_input_grid` undoes those steps on the class *probabilities* (inverse crop/pad, bilinear
-resize back through each step), then takes the argmax, so the written mask overlays the original image.
+A scan is read in the library's orientation convention (:mod:`sdnet.data.orientation`), or in the one the
+checkpoint was trained in (``data.orientation=legacy`` for checkpoints from before the convention). The model works
+on the preprocessed grid (resampled to the target spacing, optionally resized, centre cropped/padded).
+:func:`to_input_grid` undoes those steps on the class *probabilities* (inverse crop/pad, bilinear resize back
+through each step), then takes the argmax; the mask is then mapped back to the file's own voxel order and written
+with the input's header (qform and sform), so it overlays the original image in any viewer.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from sdnet.config import DataConfig
-from sdnet.data.nifti import load_nifti, save_nifti
+from sdnet.data.nifti import NiftiVolume, load_nifti, save_like
+from sdnet.data.orientation import LEGACY, from_canonical, legacy_to_canonical
 from sdnet.data.pipeline import preprocess_volume
 from sdnet.data.volumes import DatasetInfo, Volume
 from sdnet.evaluation import predict_probabilities
@@ -77,6 +81,27 @@ def to_input_grid(probabilities: torch.Tensor, steps: GridSteps) -> np.ndarray:
     return labels
 
 
+def read_for_model(image_path: str | Path, data_config: DataConfig) -> tuple[Volume, NiftiVolume, bool]:
+    """Read a 3D NIfTI scan as the model expects it.
+
+    Returns:
+        (the slice-first volume to preprocess, the loaded file (its orientation transform maps predictions back),
+        whether the slices were transposed in-plane for a ``legacy`` SSL4MIS-trained model).
+    """
+    legacy = data_config.orientation == LEGACY
+    # legacy models: SSL4MIS-trained ones saw transposed canonical slices; the others the files' voxel order
+    transpose = legacy and data_config.format == "ssl4mis"
+    nii = load_nifti(image_path, reorient=not legacy or transpose)
+    image = np.moveaxis(nii.data, 2, 0)
+    spacing = nii.spacing
+    if transpose:
+        image = legacy_to_canonical(image)
+        spacing = (spacing[1], spacing[0], spacing[2])
+    volume = Volume(subject_id=Path(image_path).name, phase=0, image=np.ascontiguousarray(image), label=None,
+                    spacing=spacing, affine=nii.affine, modality="", source=str(nii.path))
+    return volume, nii, transpose
+
+
 def predict_nifti(
     model: Segmenter,
     image_path: str | Path,
@@ -87,23 +112,23 @@ def predict_nifti(
     labels: dict[int, str],
     batch_size: int = 16,
 ) -> Path:
-    """Segment one 3D NIfTI image and write the mask (dataset label values) with the input's affine.
+    """Segment one 3D NIfTI image and write the mask (dataset label values) on its own voxel grid with its header.
 
     Args:
         model: a trained SDNet or baseline U-Net (anything with ``segment``).
-        image_path: (H, W, S) NIfTI image.
+        image_path: 3D NIfTI image (any voxel order; it is read in the model's orientation convention).
         out_path: where to write the uint8 mask.
-        data_config: the preprocessing settings the model was trained with.
+        data_config: the preprocessing and orientation settings the model was trained with.
         image_size: the model's input size.
         labels: label value -> name of the training data (background 0 included).
     """
-    nii = load_nifti(image_path)
-    volume = Volume(subject_id=Path(image_path).name, phase=0, image=np.ascontiguousarray(np.moveaxis(nii.data, 2, 0)),
-                    label=None, spacing=nii.spacing, affine=nii.affine, modality="", source=str(nii.path))
+    volume, nii, transposed = read_for_model(image_path, data_config)
     info = DatasetInfo(name="input", labels=labels, modalities=())
     image, _ = preprocess_volume(volume, info, image_size, data_config)
     probabilities = predict_probabilities(for_inference(model), torch.from_numpy(image), batch_size=batch_size)
     classes = to_input_grid(probabilities, grid_steps(volume, data_config, image_size))  # (S, H, W)
+    if transposed:
+        classes = legacy_to_canonical(classes)
     values = np.array(sorted(labels), dtype=np.uint8)
-    mask = values[classes]
-    return save_nifti(out_path, np.moveaxis(mask, 0, 2), nii.affine, dtype=np.uint8)
+    mask = from_canonical(np.moveaxis(values[classes], 0, 2), nii.ornt)  # the file's own (X, Y, Z) order
+    return save_like(out_path, mask, image_path, dtype=np.uint8)

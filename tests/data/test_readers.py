@@ -302,8 +302,8 @@ def test_ssl4mis_volume_and_slice_ordering(ssl4mis: Path) -> None:
     info, volumes = read_ssl4mis(ssl4mis)
     assert info.labels == ACDC_LABELS
     assert [(v.subject_id, v.phase, v.image.shape) for v in volumes] == [
-        ("patient001", 0, (4, 12, 10)),
-        ("patient003", 1, (3, 12, 10)),
+        ("patient001", 0, (4, 10, 12)),  # the release's (j, i) slices transposed back to (i, j)
+        ("patient003", 1, (3, 10, 12)),
     ]
     sliced = volumes[1]
     np.testing.assert_allclose(sliced.image[:, 0, 0], [0.1, 0.2, 1.0])  # slice_10 after slice_2

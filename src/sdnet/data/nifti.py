@@ -1,19 +1,23 @@
 """NIfTI input and output with nibabel, keeping the affine.
 
-Axis convention (the one place that owns it): a 3D NIfTI volume is read as a numpy array of shape (H, W, S) exactly
-as nibabel returns it, i.e. ``data[:, :, k]`` is slice k with (row, column) = (first, second) voxel axis. No
-reorientation is applied; the affine is carried alongside so predictions can be written back on the input's grid.
+Axis convention: a 3D NIfTI volume is read as a numpy array of shape (H, W, S), ``data[:, :, k]`` being slice k,
+brought to the library's orientation convention (:mod:`sdnet.data.orientation`: slice axis = the file's third
+axis, in-plane axes ordered and flipped by the world direction they point along). The returned affine belongs to
+the reoriented array; the file's own affine, header and the transform travel alongside, so that
+:func:`sdnet.data.orientation.from_canonical` and :func:`save_like` write predictions back on the input's own voxel
+grid with the input's header.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from sdnet.data.orientation import to_canonical
 from sdnet.errors import DataError
 
 
@@ -22,16 +26,24 @@ class NiftiVolume:
     """A loaded NIfTI volume.
 
     Attributes:
-        data: (H, W, S) array (float32 for images; integer for labels when ``as_labels``).
-        affine: (4, 4) voxel-to-world affine.
+        data: (H, W, S) array (float32 for images; integer for labels when ``as_labels``), in the orientation
+            convention unless read with ``reorient=False``.
+        affine: (4, 4) voxel-to-world affine of ``data``.
         spacing: voxel sizes in mm, (dy, dx, dz) for the axes of ``data``.
         path: where it was read from.
+        ornt: the (3, 2) nibabel orientation transform from the file's voxel order to ``data``'s (identity when
+            the file already is in the convention or ``reorient=False``).
+        file_affine: the file's own (4, 4) affine.
+        file_shape: the file's own (X, Y, Z) voxel shape.
     """
 
     data: np.ndarray
     affine: np.ndarray
     spacing: tuple[float, float, float]
     path: Path
+    ornt: np.ndarray = field(default_factory=lambda: np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64))
+    file_affine: np.ndarray | None = None
+    file_shape: tuple[int, int, int] | None = None
 
 
 def decode_nifti(path: Path, dtype: type | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -59,13 +71,17 @@ def check_finite(data: np.ndarray, path: Path | str) -> None:
         raise DataError(f"{path}: image contains {bad} non-finite (NaN/Inf) voxels")
 
 
-def load_nifti(path: str | Path, *, as_labels: bool = False, expect_3d: bool = True) -> NiftiVolume:
+def load_nifti(
+    path: str | Path, *, as_labels: bool = False, expect_3d: bool = True, reorient: bool = True
+) -> NiftiVolume:
     """Read a NIfTI file, checking that it exists, decodes, is 3D (or 2D, promoted to one slice) and is finite.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
         as_labels: return integer data (values must be whole numbers).
         expect_3d: reject volumes with a 4th dimension of size > 1.
+        reorient: bring the volume to the orientation convention (:mod:`sdnet.data.orientation`); False keeps the
+            file's voxel order (checkpoints of the ``legacy`` convention).
 
     Raises:
         DataError: naming the file, for a missing, corrupt, 4D, non-finite or non-integer-label file.
@@ -89,8 +105,51 @@ def load_nifti(path: str | Path, *, as_labels: bool = False, expect_3d: bool = T
     else:
         out = np.asarray(data, dtype=np.float32)
         check_finite(out, p)
-    spacing = (*zooms, 1.0, 1.0, 1.0)[:3]
-    return NiftiVolume(data=out, affine=affine, spacing=(spacing[0], spacing[1], spacing[2]), path=p)
+    zoom3 = (*zooms, 1.0, 1.0, 1.0)[:3]
+    file_shape = (int(out.shape[0]), int(out.shape[1]), int(out.shape[2])) if out.ndim >= 3 else None
+    file_affine = affine
+    ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64)
+    if reorient and out.ndim >= 3:
+        out, affine, ornt = to_canonical(out, affine)
+    spacing = [0.0, 0.0, 0.0]
+    for axis, (target, _) in enumerate(ornt):
+        spacing[int(target)] = float(zoom3[axis])
+    return NiftiVolume(data=out, affine=affine, spacing=(spacing[0], spacing[1], spacing[2]), path=p, ornt=ornt,
+                       file_affine=file_affine, file_shape=file_shape)
+
+
+def save_like(path: str | Path, data: np.ndarray, reference: str | Path, *, dtype: type = np.uint8) -> Path:
+    """Write ``data`` (on ``reference``'s own voxel grid and order) with ``reference``'s header: its qform and sform
+    (codes included), voxel sizes and units are kept; only the data type and scaling change (labels are written
+    unscaled as ``dtype``).
+
+    Raises:
+        DataError: naming ``reference`` when it cannot be read, or when the shapes differ.
+    """
+    try:
+        ref = nib.load(str(reference))
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+        raise DataError(f"{reference}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    ref_shape = tuple(ref.shape)  # type: ignore[attr-defined]
+    if tuple(data.shape) != ref_shape[: data.ndim] or any(n != 1 for n in ref_shape[data.ndim:]):
+        raise DataError(f"{reference}: shape {ref_shape} does not match the data to write {tuple(data.shape)}")
+    header = ref.header.copy()
+    header.set_data_dtype(dtype)  # type: ignore[attr-defined]
+    header.set_data_shape(data.shape)  # type: ignore[attr-defined]
+    image = nib.Nifti1Image(np.asarray(data, dtype=dtype), None, header=header)
+    qform, qcode = ref.header.get_qform(coded=True)  # type: ignore[attr-defined]
+    sform, scode = ref.header.get_sform(coded=True)  # type: ignore[attr-defined]
+    if qform is not None:
+        image.set_qform(qform, int(qcode))
+    if sform is not None:
+        image.set_sform(sform, int(scode))
+    if qform is None and sform is None:  # neither set in the file: keep the affine nibabel derived from it
+        image.set_sform(ref.affine, 1)  # type: ignore[attr-defined]
+    image.header.set_slope_inter(1.0, 0.0)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, str(p))
+    return p
 
 
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, *, dtype: type | None = None) -> Path:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sdnet.config import DataConfig
+from sdnet.data.orientation import CONVENTION
 from sdnet.data.readers import read_acdc, read_mmwhs, read_nnunet, read_ssl4mis, ssl4mis_split_lists
 from sdnet.data.sampling import SliceSet
 from sdnet.data.splits import Split, fixed_split, modality_blocks, split_subjects
@@ -96,20 +97,22 @@ def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
     """Read every volume of the dataset named by ``config`` (dispatch on ``config.format``)."""
     if not config.root:
         raise DataError("no dataset given: pass --data DIR (or set data.root in the config)")
+    reorient = config.orientation == CONVENTION
     if config.format == "phantom":
-        return read_phantom(config.root, modality=config.modalities, labelled_phases=config.labelled_phases)
+        return read_phantom(config.root, modality=config.modalities, labelled_phases=config.labelled_phases,
+                            reorient=reorient)
     if config.format == "mmwhs":
-        return read_mmwhs(config.root, modalities=config.modalities)
+        return read_mmwhs(config.root, modalities=config.modalities, reorient=reorient)
     if len(config.modalities) > 1:
         raise DataError(f"data.modality={config.modality!r}: several modalities need a multi-modality dataset "
                         f"(format phantom or mmwhs), not format {config.format!r}")
     if config.format == "acdc":
         return read_acdc(config.root, include_unlabelled=config.use_unlabelled,
-                         unlabelled_frames=config.unlabelled_frames)
+                         unlabelled_frames=config.unlabelled_frames, reorient=reorient)
     if config.format == "ssl4mis":
-        return read_ssl4mis(config.root)
+        return read_ssl4mis(config.root, orientation=config.orientation)
     if config.format == "nnunet":
-        return read_nnunet(config.root, subject_pattern=config.subject_pattern or None)
+        return read_nnunet(config.root, subject_pattern=config.subject_pattern or None, reorient=reorient)
     raise DataError(f"unknown data.format {config.format!r}")
 
 
@@ -198,7 +201,7 @@ class PreprocessedVolume:
     modality: str = ""
 
 
-_CACHE_VERSION = 3  # 3: volumes carry their modality
+_CACHE_VERSION = 4  # 3: volumes carry their modality; 4: the orientation convention (data.orientation)
 
 
 def _cache_path(config: DataConfig, image_size: int) -> Path | None:
@@ -212,7 +215,7 @@ def _cache_path(config: DataConfig, image_size: int) -> Path | None:
         "version": _CACHE_VERSION, "root": str(root), "stamp": stamp, "image_size": image_size,
         **{k: v for k, v in asdict(config).items()
            if k in ("format", "modality", "labelled_phases", "target_spacing_mm", "resize", "clip_low", "clip_high",
-                    "subject_pattern", "use_unlabelled", "unlabelled_frames")},
+                    "subject_pattern", "use_unlabelled", "unlabelled_frames", "orientation")},
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return base / f"{config.format}-{digest}.npz"

@@ -1,9 +1,12 @@
 """Readers for real cardiac MR datasets: the ACDC challenge layout, the SSL4MIS HDF5 release, nnU-Net raw folders.
 
 Each reader returns ``(DatasetInfo, list[Volume])`` like :func:`sdnet.data.volumes.read_phantom`: images slice-first
-(S, H, W) float32 raw intensities, labels (S, H, W) int64 in the dataset's own label values (None for an
-unlabelled frame), volumes sorted by (subject id, phase). Every problem with the data raises
-:class:`~sdnet.errors.DataError` with a message that starts with the offending file's (or folder's) path.
+(S, H, W) float32 raw intensities in the orientation convention of :mod:`sdnet.data.orientation` (NIfTI readers
+reorient with the file's affine, the SSL4MIS reader transposes the release's slices back to the NIfTI order; a
+``reorient=False`` / ``orientation="legacy"`` argument keeps the voxel order of releases before that), labels (S, H,
+W) int64 in the dataset's own label values (None for an unlabelled frame), volumes sorted by (subject id, phase).
+Every problem with the data raises :class:`~sdnet.errors.DataError` with a message that starts with the offending
+file's (or folder's) path.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from sdnet.data.nifti import NiftiVolume, check_finite, decode_nifti, load_nifti
+from sdnet.data.orientation import CONVENTION, ssl4mis_to_canonical, to_canonical
 from sdnet.data.volumes import DatasetInfo, Volume, check_volume
 from sdnet.errors import DataError
 
@@ -55,9 +59,9 @@ def _header_ndim(path: Path) -> int:
     return len(shape)
 
 
-def _load_3d(path: Path, *, as_labels: bool = False) -> NiftiVolume:
+def _load_3d(path: Path, *, as_labels: bool = False, reorient: bool = True) -> NiftiVolume:
     """:func:`load_nifti` that also rejects a 2D file (``load_nifti`` would promote it to one slice)."""
-    vol = load_nifti(path, as_labels=as_labels, expect_3d=True)
+    vol = load_nifti(path, as_labels=as_labels, expect_3d=True, reorient=reorient)
     ndim = _header_ndim(path)
     if ndim != 3:
         raise DataError(f"{path}: expected a 3D volume (H, W, S), got a {ndim}D image")
@@ -132,20 +136,31 @@ def _acdc_patient_dirs(base: Path) -> list[Path]:
     return [found[name] for name in sorted(found)]
 
 
-def _read_acdc_cine(path: Path, frame_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Read a (H, W, S, T) cine file; return (float32 data, affine, zooms)."""
+def _read_acdc_cine(
+    path: Path, frame_shape: tuple[int, ...], *, reorient: bool = True
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Read a (X, Y, Z, T) cine file; return (float32 data (H, W, S, T) in the orientation convention unless
+    ``reorient`` is False, its affine, the (dy, dx, dz) spacing of its axes)."""
     data, affine, zooms = decode_nifti(path, dtype=np.float32)
     if data.ndim != 4:
         raise DataError(f"{path}: expected a 4D cine (H, W, S, T), got shape {tuple(data.shape)}")
+    check_finite(data, path)
+    ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64)
+    if reorient:
+        data, affine, ornt = to_canonical(data, affine)
+    spacing = [0.0, 0.0, 0.0]
+    for axis, (target, _) in enumerate(ornt):
+        spacing[int(target)] = float(zooms[axis])
     if data.shape[:3] != frame_shape:
         raise DataError(
             f"{path}: cine frame shape {tuple(data.shape[:3])} differs from the ED/ES frames' {frame_shape}"
         )
-    check_finite(data, path)
-    return data, affine, zooms
+    return data, affine, (spacing[0], spacing[1], spacing[2])
 
 
-def _read_acdc_patient(folder: Path, include_unlabelled: bool, unlabelled_frames: int = 0) -> list[Volume]:
+def _read_acdc_patient(
+    folder: Path, include_unlabelled: bool, unlabelled_frames: int = 0, *, reorient: bool = True
+) -> list[Volume]:
     sid = folder.name
     cfg_path = folder / "Info.cfg"
     cfg = _parse_info_cfg(cfg_path)
@@ -160,8 +175,8 @@ def _read_acdc_patient(folder: Path, include_unlabelled: bool, unlabelled_frames
         label_path = _find_nifti(folder, f"{stem}_gt")
         if label_path is None:
             raise DataError(f"{folder / (stem + '_gt.nii.gz')}: file not found (missing label for a listed case)")
-        img = _load_3d(image_path)
-        lab = _load_3d(label_path, as_labels=True)  # shapes are checked by check_volume
+        img = _load_3d(image_path, reorient=reorient)
+        lab = _load_3d(label_path, as_labels=True, reorient=reorient)  # shapes are checked by check_volume
         frame_shape = frame_shape or img.data.shape
         volumes.append(
             Volume(
@@ -184,11 +199,10 @@ def _read_acdc_patient(folder: Path, include_unlabelled: bool, unlabelled_frames
                 "pass include_unlabelled=False to read only the ED/ES frames)"
             )
         assert frame_shape is not None
-        data, affine, zooms = _read_acdc_cine(cine_path, frame_shape)
+        data, affine, spacing = _read_acdc_cine(cine_path, frame_shape, reorient=reorient)
         n_frames = data.shape[3]
         if frames[-1] > n_frames:
             raise DataError(f"{cfg_path}: frame {frames[-1]} listed but {cine_path} has only {n_frames} frames")
-        spacing = (zooms[0], zooms[1], zooms[2])
         candidates = [t for t in range(n_frames) if t + 1 not in frames]
         if 0 < unlabelled_frames < len(candidates):  # evenly spaced over the cycle; copies free the 4D array
             picks = np.unique(np.linspace(0, len(candidates) - 1, unlabelled_frames).round().astype(int))
@@ -210,7 +224,7 @@ def _read_acdc_patient(folder: Path, include_unlabelled: bool, unlabelled_frames
 
 
 def read_acdc(
-    root: str | Path, *, include_unlabelled: bool = True, unlabelled_frames: int = 0
+    root: str | Path, *, include_unlabelled: bool = True, unlabelled_frames: int = 0, reorient: bool = True
 ) -> tuple[DatasetInfo, list[Volume]]:
     """Read the ACDC challenge release (NIfTI files per patient folder).
 
@@ -223,6 +237,8 @@ def read_acdc(
         include_unlabelled: also return the other cine phases of the 4D file, as unlabelled volumes.
         unlabelled_frames: keep at most this many of those phases per patient, evenly spaced over the cycle
             (0 = all); bounds memory for the full release (100 patients × ~30 phases).
+        reorient: bring every volume to the orientation convention (:mod:`sdnet.data.orientation`); False keeps
+            the files' voxel order (``data.orientation=legacy``).
 
     Returns:
         (dataset info with labels 0 background, 1 RV, 2 MYO, 3 LV; volumes sorted by subject and phase). The ED/ES
@@ -238,7 +254,7 @@ def read_acdc(
     info = DatasetInfo(name="acdc", labels=dict(ACDC_LABELS), modalities=("MR",))
     volumes: list[Volume] = []
     for folder in _acdc_patient_dirs(base):
-        volumes.extend(_read_acdc_patient(folder, include_unlabelled, unlabelled_frames))
+        volumes.extend(_read_acdc_patient(folder, include_unlabelled, unlabelled_frames, reorient=reorient))
     return _finish(info, volumes)
 
 
@@ -290,7 +306,9 @@ def _read_h5(path: Path, ndim: int, out: tuple[np.ndarray, np.ndarray] | None = 
     return image, label
 
 
-def read_ssl4mis(root: str | Path, *, patients: Collection[str] | None = None) -> tuple[DatasetInfo, list[Volume]]:
+def read_ssl4mis(
+    root: str | Path, *, patients: Collection[str] | None = None, orientation: str = CONVENTION
+) -> tuple[DatasetInfo, list[Volume]]:
     """Read the SSL4MIS HDF5 release of ACDC (ED/ES frames only, intensities already min-max scaled to [0, 1]).
 
     Layout: ``root/data/patientXXX_frameYY.h5`` (3D, datasets ``image`` (Z, H, W) and ``label`` (Z, H, W); the
@@ -345,7 +363,7 @@ def read_ssl4mis(root: str | Path, *, patients: Collection[str] | None = None) -
     volumes: list[Volume] = []
     for (sid, frame), path in whole.items():
         image, label = _read_h5(path, ndim=3)
-        volumes.append(_ssl4mis_volume(sid, frame, image, label, str(path)))
+        volumes.append(_ssl4mis_volume(sid, frame, image, label, str(path), orientation))
     for (sid, frame), frame_slices in slices.items():
         order = [frame_slices[index] for index in sorted(frame_slices)]
         first_image, first_label = _read_h5(order[0], ndim=2)
@@ -355,11 +373,15 @@ def read_ssl4mis(root: str | Path, *, patients: Collection[str] | None = None) -
         for k, path in enumerate(order[1:], start=1):
             _read_h5(path, ndim=2, out=(image[k], label[k]))
         pattern = str(data_dir / f"{sid}_frame{frame:02d}_slice_*.h5")
-        volumes.append(_ssl4mis_volume(sid, frame, image, label, pattern))
+        volumes.append(_ssl4mis_volume(sid, frame, image, label, pattern, orientation))
     return _finish(info, volumes)
 
 
-def _ssl4mis_volume(sid: str, frame: int, image: np.ndarray, label: np.ndarray, source: str) -> Volume:
+def _ssl4mis_volume(
+    sid: str, frame: int, image: np.ndarray, label: np.ndarray, source: str, orientation: str
+) -> Volume:
+    if orientation == CONVENTION:  # stored (j, i) by SimpleITK: back to the NIfTI files' (i, j)
+        image, label = ssl4mis_to_canonical(image), ssl4mis_to_canonical(label)
     return Volume(
         subject_id=sid,
         phase=frame - 1,
@@ -474,7 +496,9 @@ def _nnunet_cases(folder: Path, ending: str) -> dict[str, Path]:
     return cases
 
 
-def read_nnunet(root: str | Path, *, subject_pattern: str | None = None) -> tuple[DatasetInfo, list[Volume]]:
+def read_nnunet(
+    root: str | Path, *, subject_pattern: str | None = None, reorient: bool = True
+) -> tuple[DatasetInfo, list[Volume]]:
     """Read an nnU-Net (v2) raw dataset folder of NIfTI volumes with one input channel.
 
     Layout: ``root/dataset.json`` (``channel_names`` with exactly one channel, ``labels`` name -> value,
@@ -537,8 +561,8 @@ def read_nnunet(root: str | Path, *, subject_pattern: str | None = None) -> tupl
         label_path = base / "labelsTr" / f"{case}{ending}"
         if not label_path.is_file():
             raise DataError(f"{label_path}: file not found (missing label for a listed case {image_path.name})")
-        img = _load_3d(image_path)
-        lab = _load_3d(label_path, as_labels=True)  # shapes are checked by check_volume
+        img = _load_3d(image_path, reorient=reorient)
+        lab = _load_3d(label_path, as_labels=True, reorient=reorient)  # shapes are checked by check_volume
         deviation = float(np.max(np.abs(lab.affine - img.affine)))
         if deviation > _AFFINE_TOLERANCE:
             raise DataError(f"{label_path}: affine differs from that of {image_path} (max deviation {deviation:.4g})")
@@ -557,7 +581,7 @@ def read_nnunet(root: str | Path, *, subject_pattern: str | None = None) -> tupl
         )
     for case, image_path in unlabelled.items():
         sid, phase = subject_and_phase(case, image_path)
-        img = _load_3d(image_path)
+        img = _load_3d(image_path, reorient=reorient)
         volumes.append(
             Volume(
                 subject_id=sid,
@@ -580,7 +604,9 @@ MMWHS_LABELS: dict[int, str] = {0: "background", 205: "MYO", 420: "LA", 500: "LV
 _MMWHS_FILE = re.compile(r"(ct|mr)_(train|test)_(\d+)_image\.nii(?:\.gz)?", re.IGNORECASE)
 
 
-def read_mmwhs(root: str | Path, *, modalities: Collection[str] = ("MR", "CT")) -> tuple[DatasetInfo, list[Volume]]:
+def read_mmwhs(
+    root: str | Path, *, modalities: Collection[str] = ("MR", "CT"), reorient: bool = True
+) -> tuple[DatasetInfo, list[Volume]]:
     """Read the MM-WHS 2017 challenge release (3D NIfTI volumes; paper §4.1(c), §5.3).
 
     Layout: ``root/{ct,mr}_train/{ct,mr}_train_NNNN_image.nii.gz`` with ``..._label.nii.gz`` beside it (labelled),
@@ -618,14 +644,14 @@ def read_mmwhs(root: str | Path, *, modalities: Collection[str] = ("MR", "CT")) 
         modality, part, number = match.group(1).upper(), match.group(2).lower(), match.group(3)
         if modality not in wanted:
             continue
-        img = _load_3d(image_path)
+        img = _load_3d(image_path, reorient=reorient)
         label_path: Path | None = None
         label = None
         if part == "train":
             label_path = image_path.with_name(image_path.name.replace("_image.nii", "_label.nii"))
             if not label_path.is_file():
                 raise DataError(f"{label_path}: file not found (label of training volume {image_path.name})")
-            lab = _load_3d(label_path, as_labels=True)
+            lab = _load_3d(label_path, as_labels=True, reorient=reorient)
             deviation = float(np.max(np.abs(lab.affine - img.affine)))
             if deviation > _AFFINE_TOLERANCE:
                 raise DataError(f"{label_path}: affine differs from that of {image_path} (max deviation "

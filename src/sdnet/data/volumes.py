@@ -98,7 +98,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_phantom(
-    root: str | Path, *, modality: str | Sequence[str] = "MR", labelled_phases: str = "ed_es"
+    root: str | Path, *, modality: str | Sequence[str] = "MR", labelled_phases: str = "ed_es", reorient: bool = True
 ) -> tuple[DatasetInfo, list[Volume]]:
     """Read a phantom folder written by :func:`sdnet.data.phantom.write_phantom`.
 
@@ -108,6 +108,7 @@ def read_phantom(
             subject's volumes in each modality, sharing the subject id).
         labelled_phases: ``ed_es`` keeps masks only for the ED and ES frames (as in ACDC; the other frames are
             returned unlabelled), ``all`` keeps every frame's mask.
+        reorient: bring the volumes to the orientation convention (the phantom's own files already are in it).
 
     Returns:
         (dataset info naming the modalities read, volumes sorted by subject, modality (in the order asked) and
@@ -144,12 +145,13 @@ def read_phantom(
     volumes: list[Volume] = []
     for entry in subjects:
         for name in wanted:
-            volumes.extend(_phantom_subject_volumes(base, meta_path, entry, name, labelled_phases, info))
+            volumes.extend(_phantom_subject_volumes(base, meta_path, entry, name, labelled_phases, info, reorient))
     return info, volumes
 
 
 def _phantom_subject_volumes(
-    base: Path, meta_path: Path, entry: Any, modality: str, labelled_phases: str, info: DatasetInfo
+    base: Path, meta_path: Path, entry: Any, modality: str, labelled_phases: str, info: DatasetInfo,
+    reorient: bool = True,
 ) -> list[Volume]:
     """The volumes (one per phase) of one phantom subject in one modality."""
     try:
@@ -163,11 +165,11 @@ def _phantom_subject_volumes(
         raise DataError(f"{meta_path}: subject {sid} lists {len(image_files)} images but {len(label_files)} labels")
     volumes = []
     for phase, (image_rel, label_rel) in enumerate(zip(image_files, label_files, strict=True)):
-        img = load_nifti(base / image_rel)
+        img = load_nifti(base / image_rel, reorient=reorient)
         labelled = labelled_phases == "all" or phase in keep
         label: np.ndarray | None = None
         if labelled:
-            lab = load_nifti(base / label_rel, as_labels=True)
+            lab = load_nifti(base / label_rel, as_labels=True, reorient=reorient)
             label = np.ascontiguousarray(np.moveaxis(lab.data, 2, 0))
         volume = Volume(
             subject_id=sid,

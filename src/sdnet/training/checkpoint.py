@@ -1,10 +1,12 @@
 """Self-describing checkpoints, written atomically and loaded without unpickling arbitrary objects.
 
-A checkpoint is a dict of plain values and tensors only: the resolved config (as a dict), the step and epoch,
-every network's and optimiser's state, the fake-mask pool, RNG states, the data split, and the training history
-needed to continue early stopping. It is written to a temporary file and renamed, so a run killed while saving
-leaves the previous checkpoint intact. Loading uses ``torch.load(weights_only=True)``: a file that would need to
-construct any other Python object (e.g. one crafted to run code) is refused with :class:`CheckpointError`.
+A checkpoint is a dict of plain values and tensors only: the resolved config (as a dict), the step and epoch, every
+network's and optimiser's state, the fake-mask pool, RNG states, the data split, and the training history needed to
+continue early stopping. The config names the orientation convention the model was trained in
+(``data.orientation``); a checkpoint written before that key existed loads as ``legacy``. It is written to a
+temporary file and renamed, so a run killed while saving leaves the previous checkpoint intact. Loading uses
+``torch.load(weights_only=True)``: a file that would need to construct any other Python object (e.g. one crafted to
+run code) is refused with :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -60,4 +62,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise CheckpointError(f"{p}: not an sdnet checkpoint")
     if int(state.get("version", -1)) > VERSION:
         raise CheckpointError(f"{p}: checkpoint version {state.get('version')} is newer than this sdnet ({VERSION})")
+    data = state.get("config", {}).get("data") if isinstance(state.get("config"), dict) else None
+    if isinstance(data, dict) and "orientation" not in data:
+        # written before the orientation convention: the model saw the files' voxel order and SSL4MIS slices as
+        # stored (sdnet.data.orientation.LEGACY); evaluation and prediction must feed it the same
+        data["orientation"] = "legacy"
     return state
