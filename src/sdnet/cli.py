@@ -95,14 +95,30 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "predict",
-        help="segment NIfTI images; masks are written on each input's own grid and affine",
-        description="Segment 3D NIfTI images (H, W, S) with a trained model. Each image is preprocessed as in "
-        "training (resampling, intensity scaling, crop), segmented slice by slice, and the mask is mapped back to "
-        "the input grid and written as uint8 NIfTI with the input's affine, in the dataset's label values.",
+        help="segment scans (3D / 4D cine NIfTI, DICOM series); masks on each input's own grid and header",
+        description="Segment scans with a trained model: 3D NIfTI, 4D cine NIfTI (every phase, one at a time), "
+        "folders of them (nnU-Net imagesTs layout: case_0000.nii.gz in, case.nii.gz out) and DICOM series folders "
+        "(every series in the folder, told apart by SeriesInstanceUID). Each frame is brought to the model's "
+        "orientation convention, preprocessed as in training, segmented slice by slice, and the mask mapped back to "
+        "the input's voxel grid and written as uint8 NIfTI in the dataset's label values, with the input's header "
+        "(qform and sform; DICOM: the affine of the series). A bad input is reported by name and the others are "
+        "still written; the exit status is 1 if any failed.",
+        epilog="examples:\n  sdnet predict --checkpoint runs/acdc --input scans/ --out masks/\n"
+        "  sdnet predict --checkpoint runs/acdc --input patient001_4d.nii.gz --out masks/ --probabilities\n"
+        "  sdnet predict --checkpoint runs/acdc --input dicom/study1 --out masks/ --device cuda",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="a .pt checkpoint or a run folder (uses best.pt)")
-    p.add_argument("--input", required=True, nargs="+", type=Path, help="NIfTI image files or folders of them")
-    p.add_argument("--out", required=True, type=Path, help="output folder for <name>_seg.nii.gz")
+    p.add_argument("--input", required=True, nargs="+", type=Path,
+                   help="NIfTI files, folders of NIfTI files, or DICOM series folders")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda, cuda:1)")
+    p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default 16)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write the class probabilities (<name>_prob.nii.gz, float32 X x Y x Z x classes)")
+    p.add_argument("--naming", choices=["auto", "suffix", "nnunet"], default="auto",
+                   help="output names: <name>_seg.nii.gz (suffix), case_0000 -> case.nii.gz (nnunet); auto "
+                   "(default) picks nnunet when every input is named *_0000")
 
 
 EPILOG_EXPERIMENT = """examples:
@@ -268,6 +284,33 @@ def _add_analyse(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                            "fine-tuning with volume labels); must share the test subjects")
 
 
+def _add_indices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "indices",
+        help="cardiac indices (EDV, ESV, SV, EF, LV mass) from label maps; Bland-Altman against a reference",
+        description="Per subject: LV, RV and myocardial volume per phase (mL from the true voxel size), LV/RV EDV, "
+        "ESV, SV and EF, and LV myocardial mass (1.05 g/mL x myocardial volume at ED). ED/ES come from ACDC "
+        "Info.cfg files (--info) when given, else they are the phases of largest and smallest LV volume. Input: "
+        "the output of `sdnet predict` or any label maps: 4D cine masks (one subject each) or 3D masks named "
+        "<subject>_frameNN / <subject>_phaseNN (or --pattern). Without a known voxel size no mL is reported; EF "
+        "still is. With --reference, every index is compared with the reference label maps' (Bland-Altman: bias, "
+        "95%% limits of agreement, Pearson r, and a plot).",
+        epilog="examples:\n  sdnet indices --masks masks/ --out indices/ --info ACDC/training\n"
+        "  sdnet indices --masks pred/ --reference truth/ --out agreement/\n"
+        "  sdnet indices --masks pred/ --reference phantom/ --pattern '(?P<subject>phantom_\\d+)_.*phase(?P<phase>"
+        "\\d+)' --out ind/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--masks", required=True, nargs="+", type=Path, help="label-map files or folders")
+    p.add_argument("--reference", nargs="+", type=Path, help="reference label maps (e.g. ground truth)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--labels", default="RV=1,MYO=2,LV=3",
+                   help="structure=value pairs (default ACDC's RV=1,MYO=2,LV=3)")
+    p.add_argument("--spacing", help="voxel size dy,dx,dz in mm, overriding the files' headers")
+    p.add_argument("--pattern", help="regular expression with groups 'subject' and 'phase' for 3D file names")
+    p.add_argument("--info", type=Path, help="folder with ACDC <subject>/Info.cfg files (ED and ES frames)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdnet",
@@ -280,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_indices(sub)
     _add_experiment(sub)
     _add_analyse(sub)
     return parser
@@ -387,26 +431,88 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sdnet.inference import predict_nifti
+    from sdnet.data.scans import find_scan_inputs
+    from sdnet.inference import predict_scan
     from sdnet.training import load_model
 
-    model, config, state = load_model(args.checkpoint)
+    if args.batch_size < 1:
+        raise SDNetError(f"--batch-size must be >= 1, got {args.batch_size}")
+    inputs = find_scan_inputs(list(args.input), naming=args.naming)
+    if not inputs:
+        raise SDNetError(f"no NIfTI files or DICOM series in {', '.join(str(i) for i in args.input)}")
+    model, config, state = load_model(args.checkpoint, device=args.device)
     labels = {int(k): str(v) for k, v in (state.get("labels") or {}).items()}
     if not labels:
         labels = {0: "background", **{i + 1: str(n) for i, n in enumerate(state["class_names"])}}
-    files: list[Path] = []
-    for item in args.input:
-        if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-        else:
-            files.append(item)
-    if not files:
-        raise SDNetError(f"no NIfTI files in {', '.join(str(i) for i in args.input)}")
-    for path in files:
-        stem = path.name.removesuffix(".gz").removesuffix(".nii")
-        out = predict_nifti(model, path, args.out / f"{stem}_seg.nii.gz", data_config=config.data,
-                            image_size=config.model.image_size, labels=labels)
-        print(f"{path} -> {out}")
+    failed: list[str] = []
+    for item in inputs:
+        mask_path = args.out / item.output
+        prob_path = args.out / item.output.replace(".nii.gz", "_prob.nii.gz") if args.probabilities else None
+        try:
+            scan = item.read()
+            result = predict_scan(model, scan, mask_path, data_config=config.data,
+                                  image_size=config.model.image_size, labels=labels, batch_size=args.batch_size,
+                                  probabilities_path=prob_path)
+        except SDNetError as exc:
+            failed.append(str(item.path))
+            print(f"sdnet: error: {exc}", file=sys.stderr)
+            continue
+        frames = f", {scan.n_frames} frames" if scan.n_frames > 1 else ""
+        print(f"{scan.source} -> {result.mask_path}{frames}")
+    if failed:
+        print(f"sdnet: {len(failed)} of {len(inputs)} input(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_labels(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = int(value)
+        except ValueError:
+            raise SDNetError(f"--labels must be NAME=VALUE pairs such as RV=1,MYO=2,LV=3, got {text!r}") from None
+        if not sep or not name.strip():
+            raise SDNetError(f"--labels must be NAME=VALUE pairs such as RV=1,MYO=2,LV=3, got {text!r}")
+    return out
+
+
+def cmd_indices(args: argparse.Namespace) -> int:
+    import re
+
+    from sdnet.analysis.indices import read_mask_series, subject_indices, write_agreement, write_indices
+
+    labels = _parse_labels(args.labels)
+    spacing = None
+    if args.spacing:
+        try:
+            spacing = [float(v) for v in args.spacing.split(",")]
+        except ValueError:
+            raise SDNetError(f"--spacing must be dy,dx,dz in mm, got {args.spacing!r}") from None
+        if len(spacing) != 3:
+            raise SDNetError(f"--spacing must be dy,dx,dz in mm, got {args.spacing!r}")
+    if args.pattern:
+        try:
+            groups = re.compile(args.pattern).groupindex
+        except re.error as exc:
+            raise SDNetError(f"--pattern is not a regular expression ({exc})") from None
+        if not {"subject", "phase"} <= set(groups):
+            raise SDNetError("--pattern needs the named groups (?P<subject>...) and (?P<phase>...)")
+    kwargs = {"spacing": spacing, "pattern": args.pattern, "info_root": args.info}
+    series = read_mask_series(args.masks, labels, **kwargs)
+    results = [subject_indices(s) for s in series]
+    paths = write_indices(results, series, args.out)
+    print(paths[2].read_text(), end="")
+    if results and results[0].volume_unit != "mL":
+        print("note: the label maps give no voxel size: volumes and mass are not reported (EF is); pass --spacing")
+    if args.reference:
+        ref_series = read_mask_series(args.reference, labels, **kwargs)
+        reference = [subject_indices(s) for s in ref_series]
+        _, agreement_paths = write_agreement(results, reference, args.out, title="predicted vs reference")
+        print(agreement_paths[1].read_text(), end="")
+        paths += agreement_paths
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -500,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     commands = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "experiment": cmd_experiment, "analyse": cmd_analyse}
+                "indices": cmd_indices, "experiment": cmd_experiment, "analyse": cmd_analyse}
     try:
         return commands[args.command](args)
     except SDNetError as exc:

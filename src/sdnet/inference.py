@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from sdnet.config import DataConfig
-from sdnet.data.nifti import NiftiVolume, load_nifti, save_like
-from sdnet.data.orientation import LEGACY, from_canonical, legacy_to_canonical
+from sdnet.data.nifti import save_like, save_nifti
+from sdnet.data.orientation import LEGACY, legacy_to_canonical
 from sdnet.data.pipeline import preprocess_volume
+from sdnet.data.scans import Scan, read_nifti_scan
 from sdnet.data.volumes import DatasetInfo, Volume
 from sdnet.evaluation import predict_probabilities
 from sdnet.models import Segmenter, for_inference
@@ -62,6 +63,24 @@ def _uncrop(probabilities: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor
     return out
 
 
+def probabilities_to_input_grid(probabilities: torch.Tensor, steps: GridSteps) -> torch.Tensor:
+    """Map class probabilities from the model's grid back to the input grid.
+
+    Args:
+        probabilities: (S, K, size, size) softmax output on the preprocessed grid.
+        steps: from :func:`grid_steps`.
+
+    Returns:
+        (S, K, H, W) float32 probabilities on the input grid.
+    """
+    p = _uncrop(probabilities.float(), steps.resized_shape)
+    if steps.resized_shape != steps.resampled_shape:
+        p = F.interpolate(p, size=steps.resampled_shape, mode="bilinear", align_corners=False)
+    if steps.resampled_shape != steps.input_shape:
+        p = F.interpolate(p, size=steps.input_shape, mode="bilinear", align_corners=False)
+    return p
+
+
 def to_input_grid(probabilities: torch.Tensor, steps: GridSteps) -> np.ndarray:
     """Map class probabilities from the model's grid back to the input grid and take the argmax.
 
@@ -72,34 +91,113 @@ def to_input_grid(probabilities: torch.Tensor, steps: GridSteps) -> np.ndarray:
     Returns:
         (S, H, W) int64 class indices on the input grid.
     """
-    p = _uncrop(probabilities.float(), steps.resized_shape)
-    if steps.resized_shape != steps.resampled_shape:
-        p = F.interpolate(p, size=steps.resampled_shape, mode="bilinear", align_corners=False)
-    if steps.resampled_shape != steps.input_shape:
-        p = F.interpolate(p, size=steps.input_shape, mode="bilinear", align_corners=False)
-    labels: np.ndarray = channel_argmax(p).squeeze(1).numpy()
+    labels: np.ndarray = channel_argmax(probabilities_to_input_grid(probabilities, steps)).squeeze(1).numpy()
     return labels
 
 
-def read_for_model(image_path: str | Path, data_config: DataConfig) -> tuple[Volume, NiftiVolume, bool]:
-    """Read a 3D NIfTI scan as the model expects it.
+@dataclass(frozen=True)
+class Prediction:
+    """What :func:`predict_scan` wrote.
 
-    Returns:
-        (the slice-first volume to preprocess, the loaded file (its orientation transform maps predictions back),
-        whether the slices were transposed in-plane for a ``legacy`` SSL4MIS-trained model).
+    Attributes:
+        scan: the input.
+        mask: the written mask, on the input's voxel grid ((X, Y, Z) or (X, Y, Z, T) uint8 label values).
+        mask_path: where it was written.
+        probability_paths: the probability maps (one per frame; empty unless asked for).
     """
+
+    scan: Scan
+    mask: np.ndarray
+    mask_path: Path
+    probability_paths: tuple[Path, ...] = ()
+
+
+def _model_frame(scan: Scan, t: int, data_config: DataConfig) -> tuple[Volume, bool, bool]:
+    """Frame ``t`` as the model expects it: (the slice-first volume, whether it is in the canonical voxel order
+    (else the file's), whether its slices were transposed for a ``legacy`` SSL4MIS-trained model)."""
     legacy = data_config.orientation == LEGACY
-    # legacy models: SSL4MIS-trained ones saw transposed canonical slices; the others the files' voxel order
-    transpose = legacy and data_config.format == "ssl4mis"
-    nii = load_nifti(image_path, reorient=not legacy or transpose)
-    image = np.moveaxis(nii.data, 2, 0)
-    spacing = nii.spacing
+    transpose = legacy and data_config.format == "ssl4mis"  # such models saw transposed canonical slices
+    canonical = not legacy or transpose  # other legacy models saw the files' voxel order
+    if canonical:
+        data, spacing = scan.frame(t), scan.spacing
+    else:
+        data = scan.frame_in_file_order(t)
+        zooms = np.sqrt((scan.file_affine[:3, :3] ** 2).sum(axis=0))
+        spacing = (float(zooms[0]), float(zooms[1]), float(zooms[2]))
+    image = np.moveaxis(data, 2, 0)
     if transpose:
         image = legacy_to_canonical(image)
         spacing = (spacing[1], spacing[0], spacing[2])
-    volume = Volume(subject_id=Path(image_path).name, phase=0, image=np.ascontiguousarray(image), label=None,
-                    spacing=spacing, affine=nii.affine, modality="", source=str(nii.path))
-    return volume, nii, transpose
+    volume = Volume(subject_id=scan.name, phase=t, image=np.ascontiguousarray(image), label=None, spacing=spacing,
+                    affine=scan.file_affine, modality="", source=scan.source)
+    return volume, canonical, transpose
+
+
+def _back_to_file(array: np.ndarray, scan: Scan, canonical: bool, transposed: bool) -> np.ndarray:
+    """(S, H, W[, K]) model-order result -> (X, Y, Z[, K]) on the file's voxel grid."""
+    if transposed:
+        array = np.swapaxes(array, 1, 2)
+    array = np.moveaxis(array, 0, 2)
+    return scan.to_file_order(array) if canonical else np.ascontiguousarray(array)
+
+
+def predict_scan(
+    model: Segmenter,
+    scan: Scan,
+    mask_path: str | Path,
+    *,
+    data_config: DataConfig,
+    image_size: int,
+    labels: dict[int, str],
+    batch_size: int = 16,
+    probabilities_path: str | Path | None = None,
+) -> Prediction:
+    """Segment every frame of a scan and write the mask on the scan's own voxel grid.
+
+    Frames are read, segmented and written one at a time (memory: one float frame and the uint8 mask). NIfTI
+    inputs' masks keep the input's header (qform and sform); DICOM ones get the affine built from the series.
+
+    Args:
+        model: a trained SDNet or baseline U-Net (anything with ``segment``) on the device to run on.
+        scan: from :func:`~sdnet.data.scans.read_nifti_scan` or :func:`~sdnet.data.scans.read_dicom_folder`.
+        mask_path: where to write the uint8 mask (dataset label values), (X, Y, Z) or (X, Y, Z, T).
+        data_config: the preprocessing and orientation settings the model was trained with.
+        image_size: the model's input size.
+        labels: label value -> name of the training data (background 0 included).
+        batch_size: slices per forward pass.
+        probabilities_path: also write the class probabilities (float32 (X, Y, Z, K) per frame; for a cine,
+            ``<stem>_t<frame>`` files).
+    """
+    info = DatasetInfo(name="input", labels=labels, modalities=())
+    values = np.array(sorted(labels), dtype=np.uint8)
+    mask = np.zeros(scan.file_shape, dtype=np.uint8)
+    prob_paths: list[Path] = []
+    inference_model = for_inference(model)
+    for t in range(scan.n_frames):
+        volume, canonical, transposed = _model_frame(scan, t, data_config)
+        image, _ = preprocess_volume(volume, info, image_size, data_config)
+        probabilities = predict_probabilities(inference_model, torch.from_numpy(image), batch_size=batch_size)
+        on_grid = probabilities_to_input_grid(probabilities, grid_steps(volume, data_config, image_size))
+        classes = channel_argmax(on_grid).squeeze(1).numpy()  # (S, H, W)
+        frame_mask = _back_to_file(values[classes], scan, canonical, transposed)
+        if mask.ndim == 4:
+            mask[..., t] = frame_mask
+        else:
+            mask[...] = frame_mask
+        if probabilities_path is not None:
+            prob = _back_to_file(on_grid.permute(0, 2, 3, 1).numpy(), scan, canonical, transposed)  # (X, Y, Z, K)
+            base = Path(probabilities_path)
+            path = base if scan.n_frames == 1 else base.with_name(
+                f"{base.name.removesuffix('.nii.gz')}_t{t:02d}.nii.gz")
+            prob_paths.append(_write(path, prob.astype(np.float32), scan, np.float32))
+    return Prediction(scan=scan, mask=mask, mask_path=_write(Path(mask_path), mask, scan, np.uint8),
+                      probability_paths=tuple(prob_paths))
+
+
+def _write(path: Path, data: np.ndarray, scan: Scan, dtype: type) -> Path:
+    if scan.reference is not None:
+        return save_like(path, data, scan.reference, dtype=dtype)
+    return save_nifti(path, data, scan.file_affine, dtype=dtype)
 
 
 def predict_nifti(
@@ -112,23 +210,8 @@ def predict_nifti(
     labels: dict[int, str],
     batch_size: int = 16,
 ) -> Path:
-    """Segment one 3D NIfTI image and write the mask (dataset label values) on its own voxel grid with its header.
-
-    Args:
-        model: a trained SDNet or baseline U-Net (anything with ``segment``).
-        image_path: 3D NIfTI image (any voxel order; it is read in the model's orientation convention).
-        out_path: where to write the uint8 mask.
-        data_config: the preprocessing and orientation settings the model was trained with.
-        image_size: the model's input size.
-        labels: label value -> name of the training data (background 0 included).
-    """
-    volume, nii, transposed = read_for_model(image_path, data_config)
-    info = DatasetInfo(name="input", labels=labels, modalities=())
-    image, _ = preprocess_volume(volume, info, image_size, data_config)
-    probabilities = predict_probabilities(for_inference(model), torch.from_numpy(image), batch_size=batch_size)
-    classes = to_input_grid(probabilities, grid_steps(volume, data_config, image_size))  # (S, H, W)
-    if transposed:
-        classes = legacy_to_canonical(classes)
-    values = np.array(sorted(labels), dtype=np.uint8)
-    mask = from_canonical(np.moveaxis(values[classes], 0, 2), nii.ornt)  # the file's own (X, Y, Z) order
-    return save_like(out_path, mask, image_path, dtype=np.uint8)
+    """Segment one 3D or 4D NIfTI image and write the mask (dataset label values) on its own voxel grid with its
+    header (:func:`predict_scan` on :func:`~sdnet.data.scans.read_nifti_scan`)."""
+    scan = read_nifti_scan(image_path)
+    return predict_scan(model, scan, out_path, data_config=data_config, image_size=image_size, labels=labels,
+                        batch_size=batch_size).mask_path

@@ -119,9 +119,9 @@ def load_nifti(
 
 
 def save_like(path: str | Path, data: np.ndarray, reference: str | Path, *, dtype: type = np.uint8) -> Path:
-    """Write ``data`` (on ``reference``'s own voxel grid and order) with ``reference``'s header: its qform and sform
-    (codes included), voxel sizes and units are kept; only the data type and scaling change (labels are written
-    unscaled as ``dtype``).
+    """Write ``data`` (on ``reference``'s own voxel grid and order: (X, Y, Z[, ...])) with ``reference``'s header:
+    its qform and sform (codes included), voxel sizes and units are kept; the data type, the trailing dimensions
+    and the scaling change (labels are written unscaled as ``dtype``).
 
     Raises:
         DataError: naming ``reference`` when it cannot be read, or when the shapes differ.
@@ -131,8 +131,9 @@ def save_like(path: str | Path, data: np.ndarray, reference: str | Path, *, dtyp
     except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
         raise DataError(f"{reference}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     ref_shape = tuple(ref.shape)  # type: ignore[attr-defined]
-    if tuple(data.shape) != ref_shape[: data.ndim] or any(n != 1 for n in ref_shape[data.ndim:]):
-        raise DataError(f"{reference}: shape {ref_shape} does not match the data to write {tuple(data.shape)}")
+    if tuple(data.shape[:3]) != ref_shape[:3]:
+        raise DataError(f"{reference}: voxel grid {ref_shape[:3]} does not match the data to write "
+                        f"{tuple(data.shape)}")
     header = ref.header.copy()
     header.set_data_dtype(dtype)  # type: ignore[attr-defined]
     header.set_data_shape(data.shape)  # type: ignore[attr-defined]
@@ -153,11 +154,14 @@ def save_like(path: str | Path, data: np.ndarray, reference: str | Path, *, dtyp
 
 
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, *, dtype: type | None = None) -> Path:
-    """Write ``data`` (H, W, S) with ``affine`` to ``path`` (``.nii.gz``), creating parent folders."""
+    """Write ``data`` (H, W, S[, ...]) with ``affine`` (as qform and sform, code 1 "scanner") to ``path``
+    (``.nii.gz``), creating parent folders."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     array = np.asarray(data if dtype is None else data.astype(dtype))
     image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
+    image.set_qform(np.asarray(affine, dtype=np.float64), 1)
+    image.set_sform(np.asarray(affine, dtype=np.float64), 1)
     image.header.set_xyzt_units("mm")
     nib.save(image, str(p))
     return p

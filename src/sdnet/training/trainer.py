@@ -54,7 +54,7 @@ from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
 from sdnet.training.methods import ITERATIONS, pseudo_label, selftrain_stage_end, with_pseudo_labels
 from sdnet.training.optim import KerasAdam
 from sdnet.training.steps import FakeMaskPool, generator_parameters, volume_parameters, z_regressor_parameters
-from sdnet.utils import seed_everything
+from sdnet.utils import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.device = torch.device(config.train.device)
+        self.device = resolve_device(config.train.device)
         if config.train.num_threads > 0:
             torch.set_num_threads(config.train.num_threads)
         if config.train.precision == "bf16" and self.device.type == "cpu":
@@ -486,7 +486,7 @@ def load_model(
     Returns:
         (model in eval mode, its config, the raw checkpoint dict).
     """
-    state = load_checkpoint(checkpoint, map_location=device)
+    state = load_checkpoint(checkpoint, map_location=resolve_device(device))
     try:
         config = from_dict(RunConfig, state["config"])
         model = build_segmenter(config.model, config.train.method).to(device)

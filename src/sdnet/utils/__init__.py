@@ -37,4 +37,30 @@ def evaluating(model: nn.Module) -> Iterator[torch.device]:
         model.train(was_training)
 
 
-__all__ = ["at_least_float32", "evaluating", "seed_everything"]
+def resolve_device(name: str) -> torch.device:
+    """The torch device called ``name`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked to exist.
+
+    Raises:
+        SDNetError: a malformed name, or an accelerator this torch build or machine does not have (one line,
+            instead of torch's traceback from deep inside the first tensor move).
+    """
+    from sdnet.errors import SDNetError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SDNetError(f"device {name!r} is not a torch device name (e.g. cpu, cuda, cuda:0)") from None
+    if device.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise SDNetError(f"device {name!r}: this torch build ({torch.__version__}) has no CUDA support; use "
+                             "--device cpu or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise SDNetError(f"device {name!r}: no CUDA GPU is available on this machine; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SDNetError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise SDNetError(f"device {name!r}: Apple MPS is not available here; use cpu")
+    return device
+
+
+__all__ = ["at_least_float32", "evaluating", "resolve_device", "seed_everything"]
