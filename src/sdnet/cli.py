@@ -90,6 +90,9 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--split", choices=["test", "val"], default="test", help="which subjects (default test)")
     p.add_argument("--out", type=Path, help="output folder (default <run>/eval_<split>)")
     p.add_argument("--figures", type=int, default=4, help="number of example slices in the PNG figure (0 = none)")
+    p.add_argument("--save-masks", action="store_true",
+                   help="also write predicted and true class maps as NIfTI (<out>/masks/pred, <out>/masks/truth; "
+                   "class indices on the model's grid) for `sdnet indices`")
 
 
 def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -311,6 +314,24 @@ def _add_indices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--info", type=Path, help="folder with ACDC <subject>/Info.cfg files (ED and ES frames)")
 
 
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a trained model alone (safetensors + config + model card; optionally ONNX) to share it",
+        description="Write the network of a checkpoint without optimiser state or pickles: model.safetensors, "
+        "model.json (the resolved config, labels, split, seed, test scores found in the run folder, orientation "
+        "convention) and MODEL_CARD.md; with --onnx also model.onnx (image -> class probabilities), checked "
+        "against PyTorch with onnxruntime. `predict`, `evaluate` and the analyses take the folder as --checkpoint.",
+        epilog="examples:\n  sdnet evaluate --checkpoint runs/acdc && sdnet export --checkpoint runs/acdc --out "
+        "models/acdc --onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="a .pt checkpoint or a run folder (uses best.pt)")
+    p.add_argument("--out", required=True, type=Path, help="the export folder")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs pip install 'sdnet[onnx]')")
+    p.add_argument("--name", default="", help="the model's name in the card (default: the run folder's name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdnet",
@@ -324,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_predict(sub)
     _add_indices(sub)
+    _add_export(sub)
     _add_experiment(sub)
     _add_analyse(sub)
     return parser
@@ -405,6 +427,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
     out = args.out or run_dir / f"eval_{args.split}"
     csv_path, md_path = report.write(out, title=f"SDNet {args.split} evaluation ({ckpt})")
+    if args.save_masks:
+        from sdnet.evaluation import write_volume_masks
+
+        pred_dir, truth_dir = write_volume_masks(evaluation.model, volumes, out / "masks")
+        print(f"masks: {pred_dir} and {truth_dir}")
     subjects = sorted({v.subject_id for v in volumes})
     print(f"{args.split}: {len(volumes)} volumes of {len(subjects)} subjects")
     for line in report.summary_lines():
@@ -516,6 +543,14 @@ def cmd_indices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sdnet.export import export_model
+
+    paths = export_model(args.checkpoint, args.out, onnx=args.onnx, name=args.name)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from sdnet.study import StudyGrid, labelled_fractions, labelled_subjects, run_state, write_table
     from sdnet.study.variants import factor_table, factor_variants, mixture_table, mixture_variants
@@ -606,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     commands = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "indices": cmd_indices, "experiment": cmd_experiment, "analyse": cmd_analyse}
+                "indices": cmd_indices, "export": cmd_export, "experiment": cmd_experiment, "analyse": cmd_analyse}
     try:
         return commands[args.command](args)
     except SDNetError as exc:

@@ -204,6 +204,29 @@ def evaluate_volumes(
     return report
 
 
+def write_volume_masks(model: Segmenter, volumes: Sequence[PreparedVolume], out_dir: str | Path, *,
+                       batch_size: int = 16) -> tuple[Path, Path]:
+    """Write every volume's predicted and true class maps as NIfTI (on the model's preprocessed grid, (H, W, S)
+    uint8 class indices 0..L) to ``out_dir/pred`` and ``out_dir/truth``, named ``<subject>_frameNN.nii.gz``
+    (NN = phase + 1, ACDC's frame numbering), so that ``sdnet indices`` pairs them. The voxel size is written when
+    known; otherwise the header says "unknown unit" and indices report ratios (EF) only.
+
+    Returns:
+        (the prediction folder, the truth folder).
+    """
+    from sdnet.data.nifti import save_nifti
+
+    pred_dir, truth_dir = Path(out_dir) / "pred", Path(out_dir) / "truth"
+    for v in volumes:
+        pred = predict_volume(model, v.image, batch_size=batch_size).numpy().astype(np.uint8)
+        affine = np.diag([*(v.spacing or (1.0, 1.0, 1.0)), 1.0])
+        name = f"{v.subject_id}_frame{v.phase + 1:02d}" + (f"_{v.modality}" if v.modality else "") + ".nii.gz"
+        for folder, data in ((pred_dir, pred), (truth_dir, v.label.numpy().astype(np.uint8))):
+            save_nifti(folder / name, np.moveaxis(data, 0, 2), affine, dtype=np.uint8,
+                       unit="mm" if v.spacing is not None else "unknown")
+    return pred_dir, truth_dir
+
+
 @dataclass(frozen=True)
 class CheckpointEvaluation:
     """The scores of a checkpoint on one part of its saved split, with the config and split it was trained with."""

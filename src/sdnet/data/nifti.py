@@ -153,15 +153,19 @@ def save_like(path: str | Path, data: np.ndarray, reference: str | Path, *, dtyp
     return p
 
 
-def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, *, dtype: type | None = None) -> Path:
+def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, *, dtype: type | None = None,
+               unit: str = "mm") -> Path:
     """Write ``data`` (H, W, S[, ...]) with ``affine`` (as qform and sform, code 1 "scanner") to ``path``
-    (``.nii.gz``), creating parent folders."""
+    (``.nii.gz``), creating parent folders. ``unit="unknown"`` marks a file whose voxel size is not known."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     array = np.asarray(data if dtype is None else data.astype(dtype))
     image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     image.set_qform(np.asarray(affine, dtype=np.float64), 1)
     image.set_sform(np.asarray(affine, dtype=np.float64), 1)
-    image.header.set_xyzt_units("mm")
+    if unit == "unknown":
+        image.header.set_xyzt_units(0, 0)
+    else:
+        image.header.set_xyzt_units(unit)
     nib.save(image, str(p))
     return p

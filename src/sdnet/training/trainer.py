@@ -479,13 +479,24 @@ class Trainer:
 def load_model(
     checkpoint: str | Path, *, device: str = "cpu"
 ) -> tuple[SDNet | UNetSegmenter, RunConfig, dict[str, Any]]:
-    """Rebuild the network stored in a checkpoint (a ``.pt`` file or a run folder, where ``best.pt`` is preferred):
+    """Rebuild the network stored in a checkpoint (a ``.pt`` file or a run folder, where ``best.pt`` is preferred) or
+    in an export folder:
     :class:`~sdnet.models.SDNet`, or :class:`~sdnet.models.UNetSegmenter` for the baselines (``train.method``
     ``unet``, ``gan``, ``selftrain``). Both have ``segment(x)``.
 
+    An export folder written by :func:`sdnet.export.export_model` (``model.safetensors`` + ``model.json``) is read
+    the same way.
+
     Returns:
-        (model in eval mode, its config, the raw checkpoint dict).
+        (model in eval mode, its config, the raw checkpoint dict — for an export, its labels, class names, method,
+        config and split).
     """
+    from sdnet.export import is_export, load_export
+
+    if is_export(checkpoint):
+        exported, config, state = load_export(checkpoint, device=resolve_device(device))
+        assert isinstance(exported, (SDNet, UNetSegmenter))
+        return exported, config, state
     state = load_checkpoint(checkpoint, map_location=resolve_device(device))
     try:
         config = from_dict(RunConfig, state["config"])
