@@ -183,3 +183,26 @@ def test_evaluate_on_broken_data(phantom_copy, tmp_path, capsys):
     capsys.readouterr()
     rc, _, err = _run(["evaluate", "--checkpoint", str(run), "--data", str(tmp_path / "gone")], capsys)
     _assert_clean_error(rc, err, "gone")
+
+
+def test_newcomer_friction(tmp_path: Path, tiny_phantom: Path, capsys: pytest.CaptureFixture[str]):
+    """Issue 15, item 5: no silent paper-size CPU training, one-line device errors, fast --help, --version, the
+    resolved config on request."""
+    rc, _, err = _run(["train", "--data", str(tiny_phantom), "--out", str(tmp_path / "r")], capsys)
+    assert rc == 2 and "needs --config" in err and "configs/phantom_demo.yaml" in err
+    config = _write_config(tmp_path / "c.yaml")
+    rc, out, _ = _run(["train", "--config", str(config), "--set", "train.seed=7", "--print-config"], capsys)
+    assert rc == 0 and yaml.safe_load(out)["train"]["seed"] == 7 and not (tmp_path / "r").exists()
+    import torch
+
+    if not torch.cuda.is_available():
+        rc, _, err = _run(["train", "--config", str(config), "--data", str(tiny_phantom), "--out",
+                           str(tmp_path / "gpu"), "--set", "train.device=cuda:0"], capsys)
+        assert rc == 2 and err.count("\n") == 1 and "cuda:0" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("sdnet ")
+    # `sdnet --help` must not import torch (it takes seconds)
+    probe = subprocess.run([sys.executable, "-c", "import sys, sdnet.cli; sdnet.cli.build_parser(); "
+                            "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "False"

@@ -15,23 +15,48 @@ Quick start::
     x_hat = model.decode(enc.anatomy, enc.modality.z)
 """
 
-from sdnet.config import (
-    ConfigError,
-    DataConfig,
-    LossWeights,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-    apply_overrides,
-    load_config,
-    save_config,
-)
-from sdnet.errors import CheckpointError, DataError, SDNetError
-from sdnet.models import SDNet, Segmenter, UNetSegmenter, build_discriminator, build_sdnet, build_segmenter
-from sdnet.training import Trainer, TrainResult, load_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Names resolved on first use (PEP 562), so that `import sdnet` (and `sdnet --help`) does not import torch.
+_LAZY: dict[str, str] = {
+    **{n: "sdnet.config" for n in ("ConfigError", "DataConfig", "LossWeights", "ModelConfig", "OptimConfig",
+                                   "RunConfig", "TrainConfig", "apply_overrides", "load_config", "save_config")},
+    **{n: "sdnet.errors" for n in ("CheckpointError", "DataError", "SDNetError")},
+    **{n: "sdnet.models" for n in ("SDNet", "Segmenter", "UNetSegmenter", "build_discriminator", "build_sdnet",
+                                   "build_segmenter")},
+    **{n: "sdnet.training" for n in ("Trainer", "TrainResult", "load_model")},
+}
+
+if TYPE_CHECKING:
+    from sdnet.config import (
+        ConfigError,
+        DataConfig,
+        LossWeights,
+        ModelConfig,
+        OptimConfig,
+        RunConfig,
+        TrainConfig,
+        apply_overrides,
+        load_config,
+        save_config,
+    )
+    from sdnet.errors import CheckpointError, DataError, SDNetError
+    from sdnet.models import SDNet, Segmenter, UNetSegmenter, build_discriminator, build_sdnet, build_segmenter
+    from sdnet.training import Trainer, TrainResult, load_model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sdnet' has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointError",

@@ -62,7 +62,9 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         epilog=EPILOG_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, help="YAML run config (see configs/)")
+    p.add_argument("--config", type=Path,
+                   help="YAML run config (see configs/: phantom_demo.yaml, acdc_cpu.yaml, acdc_paper.yaml); "
+                   "'default' = the built-in paper-size ACDC model (224 px, 64 base filters: meant for a GPU)")
     p.add_argument("--data", help="dataset folder (overrides data.root)")
     p.add_argument("--out", type=Path, help="run folder (default runs/<date-time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -73,6 +75,8 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "dataset, with a fresh optimiser and budget, e.g. to add the LV-volume task: "
                         "--set model.area_regressor=true --set loss.vol=1 --set data.volume_subjects=17")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file + --set overrides, or the resumed run's) as YAML and exit")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -339,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(Chartsias et al., MedIA 2019). Start with `sdnet phantom`, then `sdnet train`, then `sdnet evaluate`.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    from sdnet import __version__
+
+    parser.add_argument("--version", action="version", version=f"sdnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_phantom(sub)
     _add_train(sub)
@@ -370,12 +377,22 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sdnet.config import load_config
+    from sdnet.config import apply_overrides, load_config
     from sdnet.training import Trainer
 
     if args.resume is not None:
         if args.config is not None or args.data is not None or args.init_from is not None:
             raise SDNetError("--resume takes the config, data and weights of the run; drop --config/--data/--init-from")
+        if args.print_config:
+            import yaml
+
+            from sdnet.config import RunConfig, from_dict, to_dict
+            from sdnet.training.checkpoint import load_checkpoint
+
+            resumed = apply_overrides(from_dict(RunConfig, load_checkpoint(args.resume / "last.pt")["config"]),
+                                      args.overrides)
+            print(yaml.safe_dump(to_dict(resumed), sort_keys=False), end="")
+            return 0
         trainer = Trainer.resume(args.resume, overrides=args.overrides, progress=not args.no_progress)
         print(f"resuming {args.resume} at step {trainer.step} (epoch {trainer.epoch})")
     else:
@@ -395,7 +412,22 @@ def cmd_train(args: argparse.Namespace) -> int:
                 overrides.insert(0, f"data.root={json.dumps(root)}")
         if args.data is not None:
             overrides.append(f"data.root={json.dumps(str(args.data))}")
-        config = load_config(args.config, overrides)
+        if args.config is None:
+            raise SDNetError("sdnet train needs --config: a YAML run config such as configs/phantom_demo.yaml (the "
+                             "demo), configs/acdc_cpu.yaml (ACDC on a CPU) or configs/acdc_paper.yaml (the paper's "
+                             "sizes), or --config default for the built-in paper-size model (meant for a GPU)")
+        config = load_config(None if str(args.config) == "default" else args.config, overrides)
+        if args.print_config:
+            import yaml
+
+            from sdnet.config import to_dict
+
+            print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+            return 0
+        if config.train.device == "cpu" and config.model.unet_filters >= 64 and config.model.image_size >= 192:
+            print(f"note: training the paper-size model ({config.model.image_size} px, {config.model.unet_filters} "
+                  "base filters) on the CPU takes seconds per iteration; configs/acdc_cpu.yaml is sized for CPUs, "
+                  "--set train.device=cuda uses a GPU", file=sys.stderr)
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         if (run_dir / "last.pt").exists():
             raise SDNetError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
