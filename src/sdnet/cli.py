@@ -126,6 +126,8 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--naming", choices=["auto", "suffix", "nnunet"], default="auto",
                    help="output names: <name>_seg.nii.gz (suffix), case_0000 -> case.nii.gz (nnunet); auto "
                    "(default) picks nnunet when every input is named *_0000")
+    p.add_argument("--no-qc", action="store_true",
+                   help="skip the QC figure per scan (<out>/qc/<name>.png) and the HTML page (<out>/report.html)")
 
 
 EPILOG_EXPERIMENT = """examples:
@@ -503,7 +505,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     labels = {int(k): str(v) for k, v in (state.get("labels") or {}).items()}
     if not labels:
         labels = {0: "background", **{i + 1: str(n) for i, n in enumerate(state["class_names"])}}
-    failed: list[str] = []
+    failed: list[tuple[str, str]] = []
+    summaries = []
     for item in inputs:
         mask_path = args.out / item.output
         prob_path = args.out / item.output.replace(".nii.gz", "_prob.nii.gz") if args.probabilities else None
@@ -512,14 +515,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
             result = predict_scan(model, scan, mask_path, data_config=config.data,
                                   image_size=config.model.image_size, labels=labels, batch_size=args.batch_size,
                                   probabilities_path=prob_path)
+            if not args.no_qc:
+                from sdnet.predict_report import qc_figure, summarise
+
+                figure = qc_figure(scan, result.mask, labels, args.out / "qc" / f"{scan.name}.png")
+                summaries.append(summarise(scan, result.mask, result.mask_path, labels, figure))
         except SDNetError as exc:
-            failed.append(str(item.path))
+            failed.append((str(item.path), str(exc)))
             print(f"sdnet: error: {exc}", file=sys.stderr)
             continue
         frames = f", {scan.n_frames} frames" if scan.n_frames > 1 else ""
         print(f"{scan.source} -> {result.mask_path}{frames}")
+    if not args.no_qc:
+        from sdnet.predict_report import write_report
+
+        print(f"report: {write_report(summaries, failed, args.out / 'report.html', checkpoint=str(args.checkpoint))}")
     if failed:
-        print(f"sdnet: {len(failed)} of {len(inputs)} input(s) failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"sdnet: {len(failed)} of {len(inputs)} input(s) failed: {', '.join(p for p, _ in failed)}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -141,6 +141,14 @@ def test_cine_nifti_every_phase_and_nnunet_naming(run: Path, tmp_path: Path):
     assert prob.shape == (*cine.shape[:3], 4)
     np.testing.assert_allclose(prob.sum(axis=-1), 1.0, atol=1e-4)
     assert len(list((tmp_path / "out").glob("case7_prob_t*.nii.gz"))) == 3
+    # the look at the result: a QC figure per scan, one HTML page with volumes (mL) and the cine's indices
+    for name in ("case7_0000", "case8_0000"):
+        assert (tmp_path / "out" / "qc" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Cardiac indices (cines)" in page and "LV_EF" in page and page.count("data:image/png;base64,") == 2
+    mask = np.asarray(mask4d.dataobj)
+    lv_ml = np.count_nonzero(mask[..., 0] == 3) * 1.5 * 1.5 * 8.0 / 1000
+    assert f"<td>{lv_ml:.1f}</td>" in page  # the LV volume of frame 0, from the voxel size
 
 
 def test_bad_inputs_are_reported_by_name_and_the_rest_is_written(run: Path, tmp_path: Path, capsys):

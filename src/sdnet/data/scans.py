@@ -18,6 +18,7 @@ Every problem raises :class:`~sdnet.errors.DataError` naming the file or folder.
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from collections.abc import Iterator
@@ -415,8 +416,16 @@ def _series_names(base: Path, series: dict[str, list[Path]]) -> list[tuple[str, 
         return [(base.name, next(iter(series.values())))]
     out: list[tuple[str, list[Path]]] = []
     names: set[str] = set()
-    for uid, files in sorted(series.items()):
-        number = getattr(_dicom_header(files[0]), "SeriesNumber", None)
+    numbers = {uid: getattr(_dicom_header(files[0]), "SeriesNumber", None) for uid, files in series.items()}
+
+    def order(item: tuple[str, list[Path]]) -> tuple[float, str]:
+        try:
+            return float(numbers[item[0]]), item[0]  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return math.inf, item[0]
+
+    for uid, files in sorted(series.items(), key=order):
+        number = numbers[uid]
         name = f"{base.name}_s{number}" if number not in (None, "") else f"{base.name}_{uid.rsplit('.', 1)[-1]}"
         if name in names:
             name = f"{name}_{uid.rsplit('.', 1)[-1]}"

@@ -1,0 +1,164 @@
+"""A look at what ``sdnet predict`` wrote: a QC figure per scan (slices with the mask overlaid) and one HTML page
+per run (the figures embedded, the structure volumes per frame, and the cardiac indices of cines).
+
+Volumes are in mL from the scan's voxel size (the NIfTI header's, or the DICOM series' geometry); a NIfTI file
+without a spatial unit and with unit voxel sizes has none, and then only voxel counts and EF are shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from sdnet.analysis.indices import PhaseVolumes, SubjectSeries, structure_volumes, subject_indices, voxel_volume_ml
+from sdnet.data.scans import Scan
+from sdnet.errors import DataError
+
+_COLOURS = {"RV": (0.89, 0.10, 0.11), "MYO": (0.30, 0.69, 0.29), "LV": (0.22, 0.49, 0.72)}
+_FALLBACK = [(1.0, 0.5, 0.0), (0.6, 0.3, 0.64), (1.0, 1.0, 0.2), (0.65, 0.34, 0.16)]
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """What the report shows of one predicted scan."""
+
+    name: str
+    source: str
+    mask_path: Path
+    figure: Path
+    shape: tuple[int, ...]
+    spacing: tuple[float, float, float]
+    unit: str
+    volumes: list[dict[str, float]]  # per frame, structure -> volume (unit)
+    indices: dict[str, float]  # LV/RV EDV, ESV, SV, EF, LV mass (cines only; else empty)
+
+
+def scan_voxel_ml(scan: Scan) -> float | None:
+    """The voxel volume of a scan in mL (None when its file gives no voxel size)."""
+    if scan.reference is None:  # DICOM: PixelSpacing and the slice positions are in mm
+        return float(abs(np.linalg.det(scan.file_affine[:3, :3]))) / 1000.0
+    header = nib.load(str(scan.reference)).header
+    zooms = tuple(float(z) for z in header.get_zooms())  # type: ignore[attr-defined]
+    return voxel_volume_ml(Path(scan.source), zooms, str(header.get_xyzt_units()[0]))  # type: ignore[attr-defined]
+
+
+def qc_figure(scan: Scan, mask: np.ndarray, labels: dict[int, str], path: Path, *, max_slices: int = 6) -> Path:
+    """Slices of the scan with the mask overlaid, in the canonical orientation: for a cine the frames of largest
+    and smallest LV volume (ED, ES), else the one frame; up to ``max_slices`` slices spread over those with any
+    foreground."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    lv_value = next((v for v, n in labels.items() if n == "LV"), None)
+    frames = [0]
+    if mask.ndim == 4:
+        counts = [int(np.count_nonzero(mask[..., t] == lv_value)) if lv_value is not None else 0
+                  for t in range(mask.shape[3])]
+        frames = sorted({int(np.argmax(counts)), int(np.argmin(counts))})
+    rows = []
+    for t in frames:
+        frame_mask = mask[..., t] if mask.ndim == 4 else mask
+        canonical_mask = _to_canonical(frame_mask, scan)
+        image = scan.frame(t)
+        fg = np.flatnonzero((canonical_mask > 0).any(axis=(0, 1)))
+        pool = fg if fg.size else np.arange(image.shape[2])
+        picks = pool[np.unique(np.linspace(0, pool.size - 1, min(max_slices, pool.size)).round().astype(int))]
+        rows.append((t, image, canonical_mask, picks))
+    n_cols = max(len(r[3]) for r in rows)
+    fig = Figure(figsize=(2.2 * n_cols, 2.4 * len(rows)))
+    FigureCanvasAgg(fig)
+    colours = {v: _COLOURS.get(n, _FALLBACK[i % len(_FALLBACK)]) for i, (v, n) in enumerate(labels.items()) if v}
+    for r, (t, image, canonical_mask, picks) in enumerate(rows):
+        lo, hi = np.percentile(image, (1, 99.5))
+        for c, k in enumerate(picks):
+            ax = fig.add_subplot(len(rows), n_cols, r * n_cols + c + 1)
+            grey = np.clip((image[:, :, k] - lo) / max(hi - lo, 1e-6), 0, 1)
+            rgb = np.repeat(grey[..., None], 3, axis=-1)
+            for value, colour in colours.items():
+                on = canonical_mask[:, :, k] == value
+                rgb[on] = 0.55 * rgb[on] + 0.45 * np.asarray(colour)
+            ax.imshow(rgb, interpolation="nearest")
+            ax.set_title(f"frame {t}, slice {k}" if mask.ndim == 4 else f"slice {k}", fontsize=7)
+            ax.axis("off")
+    legend = ", ".join(f"{n} ({'red' if n == 'RV' else 'green' if n == 'MYO' else 'blue' if n == 'LV' else '·'})"
+                       for v, n in labels.items() if v)
+    fig.suptitle(f"{scan.name}: {legend}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _to_canonical(file_order: np.ndarray, scan: Scan) -> np.ndarray:
+    from nibabel.orientations import apply_orientation
+
+    return np.ascontiguousarray(apply_orientation(file_order, scan.ornt))
+
+
+def summarise(scan: Scan, mask: np.ndarray, mask_path: Path, labels: dict[int, str], figure: Path) -> ScanSummary:
+    """Volumes per frame, indices for cines, for one predicted scan."""
+    named = {n: v for v, n in labels.items() if v}
+    try:
+        voxel_ml = scan_voxel_ml(scan)
+    except DataError:
+        voxel_ml = None
+    frames = [mask[..., t] for t in range(mask.shape[3])] if mask.ndim == 4 else [mask]
+    volumes = [structure_volumes(f, named, voxel_ml) for f in frames]
+    unit = "mL" if voxel_ml is not None else "voxels"
+    indices: dict[str, float] = {}
+    if len(frames) > 1 and "LV" in named and any(v["LV"] > 0 for v in volumes):
+        series = SubjectSeries(subject=scan.name,
+                               phases=[PhaseVolumes(t, v, unit, scan.source) for t, v in enumerate(volumes)])
+        indices = subject_indices(series).values
+    return ScanSummary(name=scan.name, source=scan.source, mask_path=mask_path, figure=figure,
+                       shape=tuple(scan.file_shape), spacing=scan.spacing, unit=unit, volumes=volumes,
+                       indices=indices)
+
+
+def _f(x: float) -> str:
+    return "—" if not math.isfinite(x) else f"{x:.1f}"
+
+
+def write_report(summaries: list[ScanSummary], failed: list[tuple[str, str]], path: Path, *, checkpoint: str) -> Path:
+    """One self-contained HTML page (figures embedded as PNG data) for a run of ``predict``."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>sdnet predict</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
+        "img{max-width:100%}h2{margin-top:2em}</style></head><body>",
+        f"<h1>sdnet predict</h1><p>Model: <code>{html.escape(checkpoint)}</code>; {len(summaries)} scan(s) written"
+        + (f", {len(failed)} failed" if failed else "") + ".</p>",
+    ]
+    cines = [s for s in summaries if s.indices]
+    if cines:
+        keys = list(cines[0].indices)
+        parts.append("<h2>Cardiac indices (cines)</h2><table><tr><th>scan</th>"
+                     + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>")
+        for s in cines:
+            parts.append(f"<tr><td>{html.escape(s.name)}</td>" + "".join(f"<td>{_f(s.indices[k])}</td>" for k in keys)
+                         + "</tr>")
+        parts.append("</table><p>EDV/ESV/SV in mL, EF in %, LV mass in g (1.05 g/mL × myocardium at ED); ED/ES = "
+                     "frames of largest / smallest LV volume; — where the voxel size is unknown.</p>")
+    for s in summaries:
+        figure = base64.b64encode(s.figure.read_bytes()).decode("ascii")
+        names = list(s.volumes[0])
+        parts.append(f"<h2>{html.escape(s.name)}</h2><p>{html.escape(s.source)} → "
+                     f"<code>{html.escape(str(s.mask_path))}</code>; voxels {s.shape}, spacing "
+                     f"{', '.join(f'{v:.3g}' for v in s.spacing)} mm</p>")
+        parts.append(f"<table><tr><th>frame</th>{''.join(f'<th>{n} ({s.unit})</th>' for n in names)}</tr>")
+        for t, v in enumerate(s.volumes):
+            parts.append(f"<tr><td>{t}</td>" + "".join(f"<td>{_f(v[n])}</td>" for n in names) + "</tr>")
+        parts.append(f"</table><img src='data:image/png;base64,{figure}' alt='QC figure of {html.escape(s.name)}'>")
+    if failed:
+        parts.append("<h2>Failed inputs</h2><ul>" + "".join(
+            f"<li><code>{html.escape(p)}</code>: {html.escape(m)}</li>" for p, m in failed) + "</ul>")
+    parts.append("</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
+    return path
