@@ -1,8 +1,10 @@
 """Scans to segment, as scanners and converters write them: 3D NIfTI, 4D cine NIfTI and DICOM series folders.
 
 A :class:`Scan` is one image series: one or more 3D frames (the phases of a cine) on one voxel grid. Its frames
-are read one at a time (:meth:`Scan.frame`), in the library's orientation convention
-(:mod:`sdnet.data.orientation`), so a 25-phase cine never has to sit in memory as float data at once; its
+are converted to float one at a time (:meth:`Scan.frame`), in the library's orientation convention
+(:mod:`sdnet.data.orientation`), so a 25-phase cine never sits in memory as float data at once (an uncompressed
+``.nii`` is memory-mapped and read frame by frame; a gzipped cine is decompressed once and kept in the file's own
+voxel type, since a gzip stream cannot be entered at frame t without decompressing all before it); its
 :meth:`Scan.to_file_order` maps a frame-shaped result back to the voxel order of the file, and the writer keeps
 the input's header (NIfTI) or the affine built from the DICOM geometry.
 
@@ -63,6 +65,7 @@ class Scan:
     reference: Path | None
     kind: str
     _frames: list[np.ndarray] | None = field(default=None, repr=False)  # DICOM: (X, Y, Z) float32 file order
+    _stored: np.ndarray | None = field(default=None, repr=False)  # gzipped cine: voxels in the file's dtype
 
     @property
     def n_frames(self) -> int:
@@ -72,14 +75,25 @@ class Scan:
         if self._frames is not None:
             return self._frames[t]
         assert self.reference is not None
-        image = nib.load(str(self.reference))
-        proxy = image.dataobj  # type: ignore[attr-defined]
         try:
-            data = np.asarray(proxy[..., t] if len(self.file_shape) == 4 else proxy[...], dtype=np.float32)
+            if self._stored is None and len(self.file_shape) == 4 and self.reference.name.endswith(".gz"):
+                # a gzip stream cannot be entered at frame t without decompressing what precedes it: decompress
+                # once, keep the voxels in the file's own (usually 16-bit) type, convert one frame at a time
+                self._stored = np.asanyarray(nib.load(str(self.reference)).dataobj.get_unscaled())  # type: ignore[attr-defined]
+            if self._stored is not None:
+                header = nib.load(str(self.reference)).header
+                slope, inter = header.get_slope_inter()  # type: ignore[attr-defined]
+                raw = self._stored.reshape(self.file_shape)[..., t]
+                data = raw.astype(np.float32) * np.float32(1.0 if slope is None else slope) + np.float32(
+                    0.0 if inter is None else inter)
+            else:  # uncompressed (memory-mapped) or 3D: read just this frame
+                proxy = nib.load(str(self.reference)).dataobj  # type: ignore[attr-defined]
+                data = np.asarray(proxy[..., t] if len(self.file_shape) == 4 else proxy[...], dtype=np.float32)
         except (OSError, EOFError, ValueError, zlib.error) as exc:
             raise DataError(f"{self.source}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
         check_finite(data, self.source)
-        return data.reshape(self.file_shape[:3])
+        out: np.ndarray = np.asarray(data).reshape(self.file_shape[:3])
+        return out
 
     def frame_in_file_order(self, t: int = 0) -> np.ndarray:
         """Frame ``t`` as (X, Y, Z) float32 in the file's own voxel order (``legacy`` models)."""
