@@ -208,9 +208,12 @@ class DataConfig:
         augment_rotation: maximum rotation in degrees of the training augmentation (0 = off).
         augment_flip: also apply one of the 8 square symmetries (rot90 by k and an optional flip), drawn uniformly
             per image — the flip/rot90 augmentation of the SSL4MIS training code. Not in the paper; off by default.
-        discriminator_masks: which masks D_M sees as "real": ``labelled`` (only the labelled subjects' masks, the
-            strict semi-supervised setting, default) or ``training`` (every training subject's masks, unpaired, as
-            in the authors' code, facts §1.11).
+        discriminator_masks: which masks D_M sees as "real": ``training`` (default: the masks of every training
+            subject, unpaired with the images — the paper's §5.1 "from the set of image-mask pairs from the same
+            dataset" and the authors' executor, which loads the whole training split's masks whatever the labelled
+            fraction, facts §1.11) or ``labelled`` (only the labelled subjects' masks: a stricter setting, our
+            addition; with 1-3 labelled patients D then learns the shape prior of one to three hearts). Validation
+            and test subjects' masks are never used.
         volume_subjects: LV-volume multi-task (paper §5.2): number of *unlabelled* training subjects that come with
             volume labels instead of masks — one LV area per labelled-phase slice, computed from their masks, which
             stay withheld (they remain in the unlabelled pool). Drawn with ``split_seed`` and saved in the split.
@@ -246,7 +249,7 @@ class DataConfig:
     unlabelled_frames: int = 4
     augment_rotation: float = 0.0
     augment_flip: bool = False
-    discriminator_masks: Literal["labelled", "training"] = "labelled"
+    discriminator_masks: Literal["labelled", "training"] = "training"
     volume_subjects: int = 0
     volume_class: str = "LV"
     orientation: Literal["canonical", "legacy"] = "canonical"

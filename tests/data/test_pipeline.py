@@ -28,8 +28,12 @@ def test_prepare_data_never_leaks_subjects(tiny_phantom: Path):
     held_out = set(s.val) | set(s.test)
     assert not held_out & (set(d.labelled.subject_ids) | set(d.unlabelled.subject_ids) | set(d.real_masks.subject_ids))
     assert {v.subject_id for v in d.test} == set(s.test) and {v.subject_id for v in d.val} == set(s.val)
-    # strict default: D's real masks come from labelled subjects only
-    assert set(d.real_masks.subject_ids) == set(s.labelled)
+    # default (paper, authors): D's real masks come from every training subject, never from val/test subjects
+    assert set(d.real_masks.subject_ids) == set(s.train)
+    assert len(d.real_masks) > len(d.labelled)
+    strict = prepare_data(DataConfig(**{**cfg.__dict__, "discriminator_masks": "labelled"}), image_size=32,
+                          n_classes=4)
+    assert set(strict.real_masks.subject_ids) == set(strict.split.labelled)
     assert d.labelled.images.min() >= -1 and d.labelled.images.max() <= 1
     assert d.labelled.masks is not None and set(np.unique(d.labelled.masks.numpy())) <= {0, 1, 2, 3}
 

@@ -74,7 +74,8 @@ def test_splits_never_leak_between_pools_and_test(tiny_study: TinyStudy):
         assert data.unlabelled is not None
         assert set(data.unlabelled.subject_ids) <= set(split.train)
         assert not set(data.unlabelled.subject_ids) & set(split.test)
-        assert set(data.real_masks.subject_ids) <= set(split.labelled)
+        assert set(data.real_masks.subject_ids) == set(split.train)  # all training masks, unpaired (default)
+        assert not set(data.real_masks.subject_ids) & (set(split.val) | set(split.test))
         assert {v.subject_id for v in data.test} == set(split.test)
 
 
