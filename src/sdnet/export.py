@@ -64,10 +64,10 @@ def _test_scores(run_dir: Path) -> dict[str, Any]:
     if per_volume.is_file():
         with per_volume.open() as f:
             rows = list(csv.DictReader(f))
-        names = [k.removeprefix("dice_3d_") for k in (rows[0] if rows else {}) if k.startswith("dice_3d_")]
+        names = [k.removeprefix("dice3d_") for k in (rows[0] if rows else {}) if k.startswith("dice3d_")]
         means = {}
         for n in names:
-            values = [float(r[f"dice_3d_{n}"]) for r in rows if r[f"dice_3d_{n}"] not in ("", "nan")]
+            values = [float(r[f"dice3d_{n}"]) for r in rows if r[f"dice3d_{n}"] not in ("", "nan")]
             means[n] = float(np.mean(values)) if values else math.nan
         finite = [v for v in means.values() if math.isfinite(v)]
         return {"source": "eval_test/per_volume.csv", "n_volumes": len(rows), "dice_3d": means,
