@@ -104,7 +104,7 @@ def main() -> None:
               "(`scipy.stats.ttest_rel`) against the reference over (seed, volume) pairs — runs are paired by "
               "seed, so only seeds both variants have count.", "",
               "| variant | seeds | 3D Dice | " + " | ".join(f"{c} 3D" for c in classes)
-              + " | per-slice Dice | Δ 3D vs reference | p | pairs |", "|" + "---|" * (8 + len(classes))]
+              + " | per-slice Dice | Δ 3D vs reference | p | pairs |", "|" + "---|" * (7 + len(classes))]
     ref = variants.get(args.reference or "", [])
     ref_by_seed = {_get(r["config"], "train.seed"): r for r in ref}
     for name, runs in variants.items():
