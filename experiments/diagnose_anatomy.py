@@ -39,10 +39,13 @@ from sdnet.training.steps import one_hot_foreground
 BATCHES = 4
 
 
-def channel_coverage(model: SDNet, trainer: Trainer) -> list[list[float]]:
-    """coverage[c][k]: mean of anatomy channel c over the validation pixels of class k (k = 0 background)."""
+def channel_coverage(model: SDNet, trainer: Trainer) -> tuple[list[list[float]], list[float]]:
+    """coverage[c][k]: mean of anatomy channel c over the validation pixels of class k (k = 0 background); and
+    per class the fraction of its pixels where no channel is on (s all zero: possible with rounding, which
+    leaves a pixel empty when no channel's probability reaches 0.5)."""
     n_classes = trainer.config.model.n_classes
     sums = torch.zeros(model.anatomy_encoder.anatomy_channels, n_classes, dtype=torch.float64)
+    empty = torch.zeros(n_classes, dtype=torch.float64)
     counts = torch.zeros(n_classes, dtype=torch.float64)
     model.eval()
     with torch.inference_mode():
@@ -51,9 +54,10 @@ def channel_coverage(model: SDNet, trainer: Trainer) -> list[list[float]]:
                 s = model.anatomy_encoder(volume.image[start:start + 16].to(trainer.device)).double().cpu()
                 onehot = torch.nn.functional.one_hot(volume.label[start:start + 16].long(), n_classes).double()
                 sums += torch.einsum("bchw,bhwk->ck", s, onehot)
+                empty += torch.einsum("bhw,bhwk->k", (s.sum(dim=1) < 0.5).double(), onehot)
                 counts += onehot.sum(dim=(0, 1, 2))
     model.train()
-    return (sums / counts.clamp(min=1)).tolist()
+    return (sums / counts.clamp(min=1)).tolist(), (empty / counts.clamp(min=1)).tolist()
 
 
 def _norm(grads: tuple[torch.Tensor | None, ...]) -> float:
@@ -112,8 +116,9 @@ def measure(trainer: Trainer) -> dict[str, Any]:
     model = trainer.model
     assert isinstance(model, SDNet)
     val, per_class = trainer.validate_per_class()
+    coverage, empty = channel_coverage(model, trainer)
     return {"step": trainer.step, "val_dice": val, **{f"val_dice_{k}": v for k, v in per_class.items()},
-            "grad": gradient_norms(trainer), "coverage": channel_coverage(model, trainer)}
+            "grad": gradient_norms(trainer), "coverage": coverage, "empty": empty}
 
 
 def plot(records: list[dict[str, Any]], class_names: list[str], path: Path, title: str) -> None:
@@ -162,11 +167,13 @@ def plot(records: list[dict[str, Any]], class_names: list[str], path: Path, titl
 def summary(records: list[dict[str, Any]], class_names: list[str], title: str) -> str:
     lines = [f"# Anatomy diagnostic: {title}", "",
              "Coverage: the largest fraction of a class's validation pixels held by one anatomy channel (and which). "
-             "Gradient norms: ‖∇ λ·L‖ at the anatomy encoder, mean over 4 fixed batches.", ""]
+             "Empty: the fraction of its pixels where s is all zero. Gradient norms: ‖∇ λ·L‖ at the anatomy "
+             "encoder, mean over 4 fixed batches.", ""]
     grad_keys = list(records[0]["grad"])
     lines.append("| iteration | val Dice | " + " | ".join(f"{n} Dice" for n in class_names) + " | "
-                 + " | ".join(f"{n} coverage" for n in class_names) + " | " + " | ".join(grad_keys) + " |")
-    lines.append("|" + "---|" * (2 + 2 * len(class_names) + len(grad_keys)))
+                 + " | ".join(f"{n} coverage" for n in class_names) + " | "
+                 + " | ".join(f"{n} empty" for n in class_names) + " | " + " | ".join(grad_keys) + " |")
+    lines.append("|" + "---|" * (2 + 3 * len(class_names) + len(grad_keys)))
     for r in records:
         cov = []
         for k in range(1, len(class_names) + 1):
@@ -175,7 +182,9 @@ def summary(records: list[dict[str, Any]], class_names: list[str], title: str) -
             cov.append(f"{column[best]:.2f} (s{best})")
         lines.append(f"| {r['step']} | {r['val_dice']:.3f} | "
                      + " | ".join(f"{r.get(f'val_dice_{n}', float('nan')):.3f}" for n in class_names) + " | "
-                     + " | ".join(cov) + " | " + " | ".join(f"{r['grad'][k]:.3g}" for k in grad_keys) + " |")
+                     + " | ".join(cov) + " | "
+                     + " | ".join(f"{r['empty'][k]:.2f}" for k in range(1, len(class_names) + 1)) + " | "
+                     + " | ".join(f"{r['grad'][k]:.3g}" for k in grad_keys) + " |")
     return "\n".join(lines) + "\n"
 
 
