@@ -60,6 +60,9 @@ METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "sdnet": (),
     "sdnet-nozrec": ("loss.zrec=0",),
     "sdnet-nobin": ("model.binarisation=none",),
+    "sdnet-round": ("model.binarisation=round",),
+    "sdnet-argmax": ("model.binarisation=argmax",),
+    "sdnet-joint": ("train.schedule=joint",),
     "sdnet-noadv": ("loss.adv=0",),
 })
 
