@@ -84,21 +84,24 @@ def main() -> None:
         variants[name] = [read_run(Path(r)) for r in runs.split(",") if r]
     classes = next(iter(variants.values()))[0]["classes"]
     lines = [f"# {args.title}", "", args.note, "", "## Runs", "",
-             "| variant | run | " + " | ".join(k.split(".")[-1] for k in KEYS) + " | steps | best val (epoch) | "
+             "s/it: training wall time per iteration, validation included (``elapsed_s`` of the last epoch record "
+             "over its step).", "",
+             "| variant | run | " + " | ".join(k.split(".")[-1] for k in KEYS) + " | steps | s/it | best val (epoch) | "
              + " | ".join(f"{c}" for c in classes) + " | 3D mean | per-slice mean |",
-             "|" + "---|" * (len(KEYS) + 7 + len(classes))]
+             "|" + "---|" * (len(KEYS) + 8 + len(classes))]
     csv_rows = []
     for name, runs in variants.items():
         for r in runs:
             cfg, ep = r["config"], r["epochs"]
             best = max(ep, key=lambda e: e["val_dice"]) if ep else {"val_dice": math.nan, "epoch": -1}
             steps = ep[-1]["step"] if ep else 0
+            seconds = ep[-1]["elapsed_s"] / steps if steps else math.nan
             settings = [str(_get(cfg, k)) for k in KEYS]
             m3, ms = _mean(r["vol_3d"]), _mean(r["vol_slice"])
-            lines.append(f"| {name} | {r['path'].name} | " + " | ".join(settings) + f" | {steps} | "
+            lines.append(f"| {name} | {r['path'].name} | " + " | ".join(settings) + f" | {steps} | {seconds:.2f} | "
                          f"{best['val_dice']:.3f} ({best['epoch']}) | "
                          + " | ".join(f"{d:.3f}" for d in r["dice_3d"]) + f" | **{m3:.3f}** | {ms:.3f} |")
-            csv_rows.append([name, r["path"].name, *settings, steps, best["val_dice"], *r["dice_3d"], m3, ms])
+            csv_rows.append([name, r["path"].name, *settings, steps, seconds, best["val_dice"], *r["dice_3d"], m3, ms])
     lines += ["", "## Variants pooled over seeds", "",
               "Mean over the runs (seeds) of the per-volume class-average test Dice; *p*: paired t-test "
               "(`scipy.stats.ttest_rel`) against the reference over (seed, volume) pairs — runs are paired by "
@@ -133,8 +136,8 @@ def main() -> None:
     md.write_text("\n".join(lines) + f"\n\nValidation curves: ![curves]({args.out.name}_curves.png)\n")
     with args.out.with_suffix(".csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["variant", "run", *KEYS, "steps", "best_val", *[f"{c}_3d" for c in classes], "mean_3d",
-                    "mean_slice"])
+        w.writerow(["variant", "run", *KEYS, "steps", "seconds_per_iteration", "best_val",
+                    *[f"{c}_3d" for c in classes], "mean_3d", "mean_slice"])
         w.writerows(csv_rows)
     _plot(variants, args.out.with_name(args.out.name + "_curves.png"))
     runs_dir = args.out.with_name(args.out.name + "_runs")
