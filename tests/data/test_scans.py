@@ -145,10 +145,31 @@ def test_cine_nifti_every_phase_and_nnunet_naming(run: Path, tmp_path: Path):
     for name in ("case7_0000", "case8_0000"):
         assert (tmp_path / "out" / "qc" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "Cardiac indices (cines)" in page and "LV_EF" in page and page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 2 and "case7_0000" in page
     mask = np.asarray(mask4d.dataobj)
     lv_ml = np.count_nonzero(mask[..., 0] == 3) * 1.5 * 1.5 * 8.0 / 1000
     assert f"<td>{lv_ml:.1f}</td>" in page  # the LV volume of frame 0, from the voxel size
+    assert ("Cardiac indices (cines)" in page) == bool((mask == 3).any())  # a cine with an LV gets its indices
+
+
+def test_report_of_a_cine_shows_its_indices(tmp_path: Path):
+    from sdnet.predict_report import qc_figure, summarise, write_report
+
+    cine = np.stack([_volume(seed=t) for t in range(3)], axis=-1).astype(np.float32)
+    nib.save(nib.Nifti1Image(cine, np.diag([1.5, 1.5, 8.0, 1.0])), str(tmp_path / "cine.nii.gz"))
+    scan = read_nifti_scan(tmp_path / "cine.nii.gz")
+    mask = np.zeros(cine.shape, np.uint8)
+    for t, lv in enumerate((400, 150, 300)):  # LV voxels per frame: ED = frame 0, ES = frame 1
+        mask[..., t].reshape(-1)[:lv] = 3
+        mask[..., t].reshape(-1)[lv:lv + 200] = 2
+    labels = {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
+    summary = summarise(scan, mask, tmp_path / "m.nii.gz", labels, qc_figure(scan, mask, labels, tmp_path / "q.png"))
+    voxel = 1.5 * 1.5 * 8.0 / 1000
+    assert summary.unit == "mL" and summary.volumes[1]["LV"] == pytest.approx(150 * voxel)
+    assert summary.indices["LV_EF"] == pytest.approx(100 * 250 / 400)
+    assert summary.indices["LV_mass"] == pytest.approx(1.05 * 200 * voxel)
+    page = write_report([summary], [("bad.nii.gz", "not readable")], tmp_path / "r.html", checkpoint="x").read_text()
+    assert "Cardiac indices (cines)" in page and "<td>62.5</td>" in page and "bad.nii.gz" in page
 
 
 def test_bad_inputs_are_reported_by_name_and_the_rest_is_written(run: Path, tmp_path: Path, capsys):

@@ -36,7 +36,11 @@ def test_joint_step_updates_the_generator_and_never_the_discriminator():
     x, xu = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
     m = torch.randint(0, 4, (2, 32, 32))
     before_g, before_d = _snapshot(model), _snapshot(disc)
+    d_state = {k: v.clone() for k, v in disc.state_dict().items()}  # spectral norm's vectors included (default)
+    assert any("parametrizations" in k for k in d_state)
     res = joint_generator_step(model, disc, x, m, xu, opt, LossWeights(), n_classes=4)
+    assert all(torch.equal(v, disc.state_dict()[k]) for k, v in d_state.items())  # nothing of D changed
+    assert disc.training
     assert set(res.losses) == {"segm", "rec", "kl", "adv", "total"}
     assert _changed(disc, before_d) == set()
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in disc.parameters())

@@ -24,6 +24,8 @@ Deviations from the authors' Keras code, for speed (issue "Performance"), each d
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +65,21 @@ class StepResult:
 def one_hot_foreground(masks: Tensor, n_classes: int) -> Tensor:
     """(B, H, W) int class indices -> (B, L, H, W) float one-hot of the foreground classes 1..L."""
     return F.one_hot(masks, n_classes).permute(0, 3, 1, 2)[:, 1:].to(torch.float32)
+
+
+@contextmanager
+def frozen(discriminator: MaskDiscriminator) -> Iterator[MaskDiscriminator]:
+    """D as the generator steps see it: no gradients to its parameters and eval mode, so that nothing of D changes
+    in a generator step — not even spectral normalisation's power-iteration vectors, which a training-mode forward
+    pass would update (D has no other mode-dependent layer). Restored afterwards, also on errors."""
+    was_training = discriminator.training
+    discriminator.requires_grad_(False)
+    discriminator.eval()
+    try:
+        yield discriminator
+    finally:
+        discriminator.requires_grad_(True)
+        discriminator.train(was_training)
 
 
 def _finish(loss: Tensor, terms: dict[str, Tensor], optimizer: KerasAdam, what: str) -> dict[str, float]:
@@ -165,12 +182,9 @@ def unsupervised_step(
         "kl": kl_divergence(out.modality.mu, out.modality.logvar),
     }
     if discriminator is not None and weights.adv > 0:
-        discriminator.requires_grad_(False)
-        try:
+        with frozen(discriminator):
             terms["adv"] = lsgan_generator_loss(discriminator(fake))
             losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
-        finally:
-            discriminator.requires_grad_(True)
     else:
         losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
     # float32 fakes for the pool, whatever the forward pass's precision (the pool outlives precision changes).
@@ -223,12 +237,9 @@ def joint_generator_step(
         terms["ce"] = cross_entropy(out.mask_logits[:n], masks)
     fake = None if unlabelled is None else out.mask_probabilities[n:, 1:]
     if fake is not None and discriminator is not None and weights.adv > 0:
-        discriminator.requires_grad_(False)
-        try:
+        with frozen(discriminator):
             terms["adv"] = lsgan_generator_loss(discriminator(fake))
             losses = _finish(weighted_sum(terms, weights), terms, optimizer, "joint generator step")
-        finally:
-            discriminator.requires_grad_(True)
     else:
         losses = _finish(weighted_sum(terms, weights), terms, optimizer, "joint generator step")
     return StepResult(losses=losses, anatomy=out.anatomy.detach(),
@@ -266,12 +277,9 @@ def gan_generator_step(
         losses and the detached predicted foreground masks (B, L, H, W) for the discriminator's fake pool.
     """
     fake = torch.softmax(model(image), dim=1)[:, 1:]  # (B, L, H, W)
-    discriminator.requires_grad_(False)
-    try:
+    with frozen(discriminator):
         terms = {"adv": lsgan_generator_loss(discriminator(fake))}
         losses = _finish(weighted_sum(terms, weights), terms, optimizer, "adversarial generator step")
-    finally:
-        discriminator.requires_grad_(True)
     return StepResult(losses=losses, fake_masks=fake.detach().float())
 
 
