@@ -499,6 +499,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise SDNetError(f"--batch-size must be >= 1, got {args.batch_size}")
+    out_dir = args.out.resolve()
+    for item in args.input:
+        if item.is_dir() and item.resolve() == out_dir:
+            raise SDNetError(f"--out {args.out} is the input folder {item}: the masks would be read as scans by the "
+                             "next run; write them to another folder")
     inputs = find_scan_inputs(list(args.input), naming=args.naming)
     if not inputs:
         raise SDNetError(f"no NIfTI files or DICOM series in {', '.join(str(i) for i in args.input)}")

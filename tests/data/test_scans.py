@@ -177,6 +177,7 @@ def test_bad_inputs_are_reported_by_name_and_the_rest_is_written(run: Path, tmp_
     src.mkdir()
     nib.save(nib.Nifti1Image(_volume().astype(np.float32), np.eye(4)), str(src / "good.nii.gz"))
     (src / "broken.nii.gz").write_bytes(b"not a nifti")
+    (src / "._good.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # a macOS resource fork: not a scan
     rgb = np.zeros((8, 8, 2), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(src / "rgb.nii.gz"))
     nib.save(nib.Nifti1Image(np.ones((8, 8, 2), np.complex64), np.eye(4)), str(src / "complex.nii.gz"))
@@ -187,6 +188,8 @@ def test_bad_inputs_are_reported_by_name_and_the_rest_is_written(run: Path, tmp_
     assert "complex.nii.gz: complex-valued voxels" in err
     assert "3 of 4 input(s) failed" in err
     assert (tmp_path / "out" / "good_seg.nii.gz").is_file()
+    assert main(["predict", "--checkpoint", str(run), "--input", str(src), "--out", str(src)]) == 2
+    assert "is the input folder" in capsys.readouterr().err
 
 
 def test_dicom_bad_inputs(tmp_path: Path):

@@ -160,10 +160,10 @@ def read_nifti_scan(path: str | Path) -> Scan:
 
 
 def nifti_stem(path: Path) -> str:
-    """``case.nii.gz`` -> ``case``."""
+    """``case.nii.gz`` -> ``case`` (the ending matched in any case: ``CASE.NII.GZ`` -> ``CASE``)."""
     name = path.name
     for ending in NIFTI_ENDINGS:
-        if name.endswith(ending):
+        if name.lower().endswith(ending):
             return name[: -len(ending)]
     return name
 
@@ -227,7 +227,7 @@ def find_dicom_series(folder: str | Path) -> dict[str, list[Path]]:
     if not base.is_dir():
         raise DataError(f"{base}: folder not found")
     series: dict[str, list[Path]] = {}
-    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+    for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if not _is_dicom(path) and path.suffix.lower() not in (".dcm", ".ima"):
             continue
         ds = _dicom_header(path)
@@ -386,11 +386,13 @@ def find_scan_inputs(paths: list[Path], *, naming: str = "auto") -> list[ScanInp
         if not path.exists():
             raise DataError(f"{path}: not found")
         if path.is_file():
-            if path.name.endswith(NIFTI_ENDINGS):
+            if path.name.lower().endswith(NIFTI_ENDINGS):
                 found.append(ScanInput(path=path, kind="nifti", name=nifti_stem(path), output=""))
                 continue
             raise DataError(f"{path}: not a NIfTI file (.nii / .nii.gz); pass a DICOM series as its folder")
-        niftis = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(NIFTI_ENDINGS))
+        # hidden files (macOS' "._scan.nii.gz" resource forks, editors' backups) are not scans
+        niftis = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(NIFTI_ENDINGS)
+                        and not p.name.startswith("."))
         if niftis:
             found += [ScanInput(path=p, kind="nifti", name=nifti_stem(p), output="") for p in niftis]
             continue
