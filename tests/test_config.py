@@ -56,3 +56,11 @@ def test_shipped_configs_load():
     assert configs
     for path in configs:
         load_config(path)
+
+
+def test_non_finite_numbers_are_refused_at_load():
+    from sdnet.config import ConfigError, RunConfig, apply_overrides
+
+    for item in ("optim.lr=nan", "optim.lr=inf", "loss.kl=nan", "train.max_minutes=nan", "loss.segm=-inf"):
+        with pytest.raises(ConfigError, match="must be a finite number"):
+            apply_overrides(RunConfig(), [item])

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdnet.config import LossWeights
+from sdnet.errors import SDNetError
 from sdnet.losses import (
     area_regression,
     cross_entropy,
@@ -49,8 +50,9 @@ from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter
 from sdnet.training.optim import KerasAdam
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; training stops loudly instead of writing garbage checkpoints."""
+class NonFiniteLossError(SDNetError, RuntimeError):
+    """A loss became NaN or infinite; training stops loudly (one line on the command line) instead of writing
+    garbage checkpoints; ``last.pt`` keeps the last finite state."""
 
 
 @dataclass
