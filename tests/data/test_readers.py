@@ -130,6 +130,32 @@ def test_acdc_missing_label(acdc: Path) -> None:
         read_acdc(acdc)
 
 
+def test_acdc_label_off_the_image_grid(acdc: Path) -> None:
+    """One check for every reader: a label whose affine puts it elsewhere in space (here mirrored) is refused."""
+    gt = acdc / "training/patient002/patient002_frame04_gt.nii.gz"
+    mirrored = _affine() @ np.diag([1.0, -1.0, 1.0, 1.0])
+    mirrored[1, 3] = 5.0
+    _save(gt, _label(24), mirrored)
+    with pytest.raises(DataError, match=r"patient002_frame04_gt\.nii\.gz: affine differs from that of"):
+        read_acdc(acdc)
+
+
+def test_phantom_label_off_the_image_grid(tiny_phantom: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from sdnet.data.volumes import read_phantom
+
+    copy = tmp_path / "ph"
+    shutil.copytree(tiny_phantom, copy)
+    label = next(copy.glob("phantom_000/phantom_000_label_phase00.nii.gz"))
+    image = nib.load(str(label))
+    shifted = image.affine.copy()
+    shifted[0, 3] += 10.0
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), shifted), str(label))
+    with pytest.raises(DataError, match=r"phantom_000_label_phase00\.nii\.gz: affine differs"):
+        read_phantom(copy)
+
+
 def test_acdc_missing_info_cfg(acdc: Path) -> None:
     (acdc / "training/patient001/Info.cfg").unlink()
     with pytest.raises(DataError, match=r"patient001/Info\.cfg: file not found"):

@@ -118,6 +118,23 @@ def load_nifti(
                        file_affine=file_affine, file_shape=file_shape)
 
 
+AFFINE_TOLERANCE = 1e-3
+
+
+def check_same_grid(image: NiftiVolume, label: NiftiVolume) -> None:
+    """Raise :class:`DataError` naming the label file when it does not lie on its image's voxel grid: another
+    shape, or an affine that differs by more than ``AFFINE_TOLERANCE`` (mm) — e.g. a mirrored or shifted label.
+    Both volumes are compared as read (after reorientation), so copies stored in another voxel order with a
+    matching affine agree."""
+    if label.data.shape[:3] != image.data.shape[:3]:
+        raise DataError(f"{label.path}: label shape {tuple(label.data.shape)} differs from image {image.path} shape "
+                        f"{tuple(image.data.shape)}")
+    deviation = float(np.max(np.abs(label.affine - image.affine)))
+    if deviation > AFFINE_TOLERANCE:
+        raise DataError(f"{label.path}: affine differs from that of {image.path} (max deviation {deviation:.4g}); "
+                        "the label does not lie on the image's grid")
+
+
 def save_like(path: str | Path, data: np.ndarray, reference: str | Path, *, dtype: type = np.uint8) -> Path:
     """Write ``data`` (on ``reference``'s own voxel grid and order: (X, Y, Z[, ...])) with ``reference``'s header:
     its qform and sform (codes included), voxel sizes and units are kept; the data type, the trailing dimensions

@@ -22,7 +22,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 
-from sdnet.data.nifti import NiftiVolume, check_finite, decode_nifti, load_nifti
+from sdnet.data.nifti import NiftiVolume, check_finite, check_same_grid, decode_nifti, load_nifti
 from sdnet.data.orientation import CONVENTION, ssl4mis_to_canonical, to_canonical
 from sdnet.data.volumes import DatasetInfo, Volume, check_volume
 from sdnet.errors import DataError
@@ -35,7 +35,6 @@ _SSL4MIS_FILE = re.compile(r"(patient\d+)_frame(\d+)(?:_slice_(\d+))?\.h5")
 _SSL4MIS_ENTRY = re.compile(r"(patient\d+)_frame\d+(?:_slice_\d+)?")
 _FRAME_IN_CASE = re.compile(r"_frame(\d+)")
 _NIFTI_ENDINGS = (".nii.gz", ".nii")
-_AFFINE_TOLERANCE = 1e-3
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
@@ -176,7 +175,8 @@ def _read_acdc_patient(
         if label_path is None:
             raise DataError(f"{folder / (stem + '_gt.nii.gz')}: file not found (missing label for a listed case)")
         img = _load_3d(image_path, reorient=reorient)
-        lab = _load_3d(label_path, as_labels=True, reorient=reorient)  # shapes are checked by check_volume
+        lab = _load_3d(label_path, as_labels=True, reorient=reorient)
+        check_same_grid(img, lab)
         frame_shape = frame_shape or img.data.shape
         volumes.append(
             Volume(
@@ -563,9 +563,7 @@ def read_nnunet(
             raise DataError(f"{label_path}: file not found (missing label for a listed case {image_path.name})")
         img = _load_3d(image_path, reorient=reorient)
         lab = _load_3d(label_path, as_labels=True, reorient=reorient)  # shapes are checked by check_volume
-        deviation = float(np.max(np.abs(lab.affine - img.affine)))
-        if deviation > _AFFINE_TOLERANCE:
-            raise DataError(f"{label_path}: affine differs from that of {image_path} (max deviation {deviation:.4g})")
+        check_same_grid(img, lab)
         volumes.append(
             Volume(
                 subject_id=sid,
@@ -652,10 +650,7 @@ def read_mmwhs(
             if not label_path.is_file():
                 raise DataError(f"{label_path}: file not found (label of training volume {image_path.name})")
             lab = _load_3d(label_path, as_labels=True, reorient=reorient)
-            deviation = float(np.max(np.abs(lab.affine - img.affine)))
-            if deviation > _AFFINE_TOLERANCE:
-                raise DataError(f"{label_path}: affine differs from that of {image_path} (max deviation "
-                                f"{deviation:.4g})")
+            check_same_grid(img, lab)
             label = _slice_first(lab.data)
         volumes.append(Volume(subject_id=f"{modality.lower()}_{number}", phase=0, image=_slice_first(img.data),
                               label=label, spacing=img.spacing, affine=img.affine, modality=modality,

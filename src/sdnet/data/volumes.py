@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sdnet.data.nifti import load_nifti
+from sdnet.data.nifti import check_same_grid, load_nifti
 from sdnet.errors import DataError
 
 
@@ -170,6 +170,7 @@ def _phantom_subject_volumes(
         label: np.ndarray | None = None
         if labelled:
             lab = load_nifti(base / label_rel, as_labels=True, reorient=reorient)
+            check_same_grid(img, lab)
             label = np.ascontiguousarray(np.moveaxis(lab.data, 2, 0))
         volume = Volume(
             subject_id=sid,
