@@ -587,7 +587,8 @@ def cmd_indices(args: argparse.Namespace) -> int:
     if args.reference:
         ref_series = read_mask_series(args.reference, labels, **kwargs)
         reference = [subject_indices(s) for s in ref_series]
-        _, agreement_paths = write_agreement(results, reference, args.out, title="predicted vs reference")
+        _, agreement_paths = write_agreement(results, reference, args.out, title="predicted vs reference",
+                                             test_series=series, reference_series=ref_series)
         print(agreement_paths[1].read_text(), end="")
         paths += agreement_paths
     print("wrote " + ", ".join(str(p) for p in paths))

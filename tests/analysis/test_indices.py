@@ -107,6 +107,7 @@ def test_cli_agreement_against_a_reference(tmp_path: Path, capsys):
                  "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "| LV_EDV (mL) | 3 |" in out
+    assert "| LV_volume_all_phases (mL) | 6 |" in out  # every (subject, phase) pair
     for name in ("indices.csv", "volumes.csv", "indices.md", "volume_curves.png", "agreement.csv", "agreement.md",
                  "bland_altman.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0, name

@@ -36,7 +36,7 @@ _ACDC_FRAME = re.compile(r"^(?P<subject>.+?)_frame(?P<phase>\d+)")
 _PHASE = re.compile(r"^(?P<subject>.+?)_(?:phase|t)(?P<phase>\d+)")
 INDEX_NAMES = ("LV_EDV", "LV_ESV", "LV_SV", "LV_EF", "LV_mass", "RV_EDV", "RV_ESV", "RV_SV", "RV_EF")
 UNITS = {"LV_EDV": "mL", "LV_ESV": "mL", "LV_SV": "mL", "LV_EF": "%", "LV_mass": "g", "RV_EDV": "mL",
-         "RV_ESV": "mL", "RV_SV": "mL", "RV_EF": "%"}
+         "RV_ESV": "mL", "RV_SV": "mL", "RV_EF": "%", "LV_volume_all_phases": "mL", "RV_volume_all_phases": "mL"}
 
 
 @dataclass(frozen=True)
@@ -344,15 +344,25 @@ def _plot_curves(series: Sequence[SubjectSeries], results: Sequence[SubjectIndic
 
 
 def write_agreement(test: Sequence[SubjectIndices], reference: Sequence[SubjectIndices], out: Path,
-                    *, title: str = "test vs reference") -> tuple[list[Agreement], list[Path]]:
+                    *, title: str = "test vs reference", test_series: Sequence[SubjectSeries] = (),
+                    reference_series: Sequence[SubjectSeries] = ()) -> tuple[list[Agreement], list[Path]]:
     """Bland–Altman of every index over the subjects both have: ``agreement.csv``, ``agreement.md`` and
-    ``bland_altman.png`` in ``out``."""
+    ``bland_altman.png`` in ``out``. With the series, also of the LV and RV volume of every (subject, phase) both
+    have (``LV_volume_all_phases``, ``RV_volume_all_phases``)."""
     ref = {r.subject: r for r in reference}
     pairs = [(t, ref[t.subject]) for t in test if t.subject in ref]
     if not pairs:
         raise DataError("the test and reference label maps share no subject (names must match)")
     agreements = [bland_altman(k, [t.values[k] for t, _ in pairs], [r.values[k] for _, r in pairs])
                   for k in INDEX_NAMES]
+    if test_series and reference_series and test_series[0].phases[0].unit == "mL":
+        by_key = {(s.subject, p.phase): p for s in reference_series for p in s.phases}
+        matched = [(p, by_key[(s.subject, p.phase)]) for s in test_series for p in s.phases
+                   if (s.subject, p.phase) in by_key]
+        for structure in ("LV", "RV"):
+            agreements.append(bland_altman(f"{structure}_volume_all_phases",
+                                           [a.volumes.get(structure, math.nan) for a, _ in matched],
+                                           [b.volumes.get(structure, math.nan) for _, b in matched]))
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = out / "agreement.csv", out / "agreement.md", out / "bland_altman.png"
     fields = ["index", "unit", "n", "mean_reference", "mean_test", "bias", "sd", "loa_low", "loa_high",
