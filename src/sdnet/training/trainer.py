@@ -50,7 +50,7 @@ from sdnet.data.splits import Split
 from sdnet.errors import CheckpointError, SDNetError
 from sdnet.evaluation import evaluate_volumes
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discriminator, build_segmenter
-from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
+from sdnet.training.checkpoint import RunLock, load_checkpoint, save_checkpoint
 from sdnet.training.methods import ITERATIONS, pseudo_label, selftrain_stage_end, with_pseudo_labels
 from sdnet.training.optim import KerasAdam
 from sdnet.training.steps import FakeMaskPool, generator_parameters, volume_parameters, z_regressor_parameters
@@ -409,6 +409,10 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train until max epochs, max steps, the time budget or early stopping; return the summary."""
+        with RunLock(self.run_dir):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         tc = self.config.train
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
