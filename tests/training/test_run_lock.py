@@ -20,9 +20,8 @@ from sdnet.training.checkpoint import RunLock
 
 def test_second_writer_is_refused_and_stale_locks_are_taken_over(tmp_path: Path):
     run = tmp_path / "run"
-    with RunLock(run):
-        with pytest.raises(SDNetError, match=r"another sdnet process \(PID \d+\) is writing this run folder"):
-            _other_process_lock(run)
+    with RunLock(run), pytest.raises(SDNetError, match=r"another sdnet process \(PID \d+\) is writing this run"):
+        _other_process_lock(run)
     assert not (run / ".lock").exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (run / ".lock").write_text(dead.stdout.strip())  # a killed run's lock
@@ -48,7 +47,7 @@ def test_two_train_processes_on_one_folder(tmp_path: Path, tiny_phantom: Path):
     while not (tmp_path / "run" / ".lock").exists() and time.time() < deadline and first.poll() is None:
         time.sleep(0.05)
     second = subprocess.run(argv, capture_output=True, text=True)
-    out, _ = first.communicate(timeout=300)
+    first.communicate(timeout=300)
     assert first.returncode == 0
     assert second.returncode == 2, second.stderr
     assert second.stderr.count("\n") == 1 and "another sdnet process" in second.stderr
