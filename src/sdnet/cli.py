@@ -319,6 +319,9 @@ def _add_indices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--spacing", help="voxel size dy,dx,dz in mm, overriding the files' headers")
     p.add_argument("--pattern", help="regular expression with groups 'subject' and 'phase' for 3D file names")
     p.add_argument("--info", type=Path, help="folder with ACDC <subject>/Info.cfg files (ED and ES frames)")
+    p.add_argument("--ed-es", metavar="ED,ES",
+                   help="the ED and ES phase of every subject (0-based), e.g. 0,1 for the SSL4MIS release's frame01 / "
+                   "frame02; default: Info.cfg, else the phases of largest / smallest LV volume")
 
 
 def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -577,7 +580,14 @@ def cmd_indices(args: argparse.Namespace) -> int:
             raise SDNetError(f"--pattern is not a regular expression ({exc})") from None
         if not {"subject", "phase"} <= set(groups):
             raise SDNetError("--pattern needs the named groups (?P<subject>...) and (?P<phase>...)")
-    kwargs = {"spacing": spacing, "pattern": args.pattern, "info_root": args.info}
+    ed_es = None
+    if args.ed_es:
+        try:
+            ed, es = (int(v) for v in args.ed_es.split(","))
+        except ValueError:
+            raise SDNetError(f"--ed-es must be two phase numbers ED,ES, got {args.ed_es!r}") from None
+        ed_es = (ed, es)
+    kwargs = {"spacing": spacing, "pattern": args.pattern, "info_root": args.info, "ed_es": ed_es}
     series = read_mask_series(args.masks, labels, **kwargs)
     results = [subject_indices(s) for s in series]
     paths = write_indices(results, series, args.out)

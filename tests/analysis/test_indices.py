@@ -57,6 +57,9 @@ def test_indices_from_known_voxel_counts(tmp_path: Path):
     r = subject_indices(series)
     assert (r.ed, r.es, r.ed_es_from) == (0, 8, "Info.cfg")
     assert r.values["LV_EF"] == pytest.approx(30.0)
+    (series,) = read_mask_series([tmp_path], LABELS, ed_es=(8, 4))  # given phases (SSL4MIS: 0,1)
+    r = subject_indices(series)
+    assert (r.ed, r.es, r.ed_es_from) == (8, 4, "given") and r.values["LV_EF"] == pytest.approx(100 * 30 / 70)
 
 
 def test_unknown_spacing_gives_ef_but_no_millilitres(tmp_path: Path, capsys):

@@ -135,7 +135,7 @@ def read_acdc_info(path: Path) -> tuple[int, int]:
 
 def read_mask_series(
     inputs: Sequence[Path], labels: Mapping[str, int], *, spacing: Sequence[float] | None = None,
-    pattern: str | None = None, info_root: Path | None = None,
+    pattern: str | None = None, info_root: Path | None = None, ed_es: tuple[int, int] | None = None,
 ) -> list[SubjectSeries]:
     """Group label maps into subjects and measure every phase.
 
@@ -149,6 +149,8 @@ def read_mask_series(
         spacing: voxel size (dy, dx, dz) in mm overriding the headers.
         pattern: see above.
         info_root: a folder with ACDC ``<subject>/Info.cfg`` files giving ED and ES.
+        ed_es: the (ED, ES) phases of every subject, e.g. (0, 1) for the SSL4MIS release (frame01 = ED, frame02 =
+            ES); an ``Info.cfg`` found under ``info_root`` still takes precedence.
 
     Raises:
         DataError: no files, unreadable or non-label files, 2D maps, maps without the LV label anywhere.
@@ -194,6 +196,9 @@ def read_mask_series(
         if not any(p.volumes["LV"] > 0 for p in series.phases):
             raise DataError(f"{series.phases[0].source}: no voxel has the LV label {labels['LV']} in any phase of "
                             f"subject {series.subject} (wrong --labels?)")
+        if ed_es is not None:
+            series.ed, series.es = ed_es
+            series.ed_es_from = "given"
         if info_root is not None:
             cfg = info_root / series.subject / "Info.cfg"
             if cfg.is_file():
