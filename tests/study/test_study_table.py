@@ -49,6 +49,7 @@ def test_table_of_the_tiny_grid(tiny_study: TinyStudy):
     md = (tiny_study.dir / "table.md").read_text()
     assert md == res.out.split("wrote ")[0]
     assert "## 3D Dice" in md and "## Per-slice Dice (the authors' definition)" in md
+    assert md.startswith("# Semi-supervised study") and md.index("## 3D Dice") < md.index("## Per-slice")
     for section in md.split("## ")[1:]:  # the same table layout for both definitions
         table_lines = [line for line in section.splitlines() if line.startswith("| ")]
         assert table_lines[0] == "| labelled | method | runs | volumes | RV | MYO | LV | avg | p (best vs 2nd) |"

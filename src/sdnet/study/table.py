@@ -375,11 +375,13 @@ def write_table(
     tables = [build_table(root, metric=m) for m in metrics]
     parts: list[str] = []
     for k, table in enumerate(tables):
-        text = table.markdown()
-        if k > 0:  # one title for the file; later sections start at their description
-            text = "\n".join(text.splitlines()[2:]) + "\n"
+        lines = table.markdown().splitlines()
+        title, body = "\n".join(lines[:2]), "\n".join(lines[2:]) + "\n"  # one title for the file
         kind = "3D Dice" if table.metric == "3d" else "Per-slice Dice (the authors' definition)"
-        parts.append(f"## {kind}\n\n" + text if len(tables) > 1 else text)
+        if len(tables) == 1:
+            parts.append(title + "\n" + body)
+        else:
+            parts.append((title + "\n" if k == 0 else "") + f"## {kind}\n\n" + body)
         comparison = comparisons_markdown(reference_comparisons(table, reference), table.metric)
         if comparison:
             parts.append(comparison)
