@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from sdnet.errors import SDNetError
+from sdnet.errors import OutputError, RunInterrupted, SDNetError
+from sdnet.outputs import check_writable, os_reason
 
 _T = TypeVar("_T")
 
@@ -50,6 +51,9 @@ def _add_phantom(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--thickness", type=float, default=8.0, help="slice thickness in mm (default 8.0)")
     p.add_argument("--modalities", default="MR,CT", help="comma-separated renderings: MR, CT, BOLD (default MR,CT)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier phantom in --out (its subject folders are removed first); without it a "
+                   "non-empty --out is refused unless it already holds this very phantom")
 
 
 def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -365,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from sdnet.data.phantom import PhantomConfig, write_phantom
+    from sdnet.data.phantom import PhantomConfig, phantom_matches, write_phantom
 
     try:
         config = PhantomConfig(
@@ -375,8 +379,11 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise SDNetError(f"phantom: {exc}") from None
+    if phantom_matches(args.out, config):
+        print(f"{args.out} already holds this phantom ({config.n_subjects} subjects); nothing to write")
+        return 0
     t0 = time.perf_counter()
-    path = write_phantom(args.out, config, progress=True)
+    path = write_phantom(args.out, config, progress=True, force=args.force)
     print(f"wrote {config.n_subjects} phantom subjects ({', '.join(config.modalities)}) to {path.parent} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -447,9 +454,10 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{'semi-supervised' if trainer.semi_supervised else 'fully supervised'}; {volume}"
           f"{trainer.steps_per_epoch} iterations/epoch")
     result = trainer.fit()
+    when = f"epoch {result.best_epoch}" if result.best_epoch >= 0 else "at the end, before a whole epoch"
     print(f"stopped ({result.stop_reason}) after {result.epochs} epochs / {result.steps} iterations "
           f"in {trainer.elapsed / 60:.1f} min; best validation 3D Dice {result.best_val_dice:.4f} "
-          f"(epoch {result.best_epoch}); checkpoints: {result.best_checkpoint}, {result.last_checkpoint}")
+          f"({when}); checkpoints: {result.best_checkpoint}, {result.last_checkpoint}")
     return 0
 
 
@@ -459,11 +467,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sdnet.evaluation import evaluate_checkpoint
     from sdnet.visualise import decomposition_figure, training_curves
 
-    evaluation = evaluate_checkpoint(args.checkpoint, part=args.split, data_root=args.data)
-    report, volumes, class_names = evaluation.report, evaluation.volumes, list(evaluation.class_names)
     ckpt = Path(args.checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
     out = args.out or run_dir / f"eval_{args.split}"
+    if ckpt.exists():  # a missing checkpoint is reported by evaluate_checkpoint, naming the file
+        check_writable(out, what="evaluation folder")  # before the volumes are read and segmented
+    evaluation = evaluate_checkpoint(args.checkpoint, part=args.split, data_root=args.data)
+    report, volumes, class_names = evaluation.report, evaluation.volumes, list(evaluation.class_names)
     csv_path, md_path = report.write(out, title=f"SDNet {args.split} evaluation ({ckpt})")
     if args.save_masks:
         from sdnet.evaluation import write_volume_masks
@@ -510,6 +520,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = find_scan_inputs(list(args.input), naming=args.naming)
     if not inputs:
         raise SDNetError(f"no NIfTI files or DICOM series in {', '.join(str(i) for i in args.input)}")
+    check_writable(args.out, what="output folder")  # before the model is loaded and the first scan segmented
     model, config, state = load_model(args.checkpoint, device=args.device)
     labels = {int(k): str(v) for k, v in (state.get("labels") or {}).items()}
     if not labels:
@@ -529,6 +540,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
                 figure = qc_figure(scan, result.mask, labels, args.out / "qc" / f"{scan.name}.png")
                 summaries.append(summarise(scan, result.mask, result.mask_path, labels, figure))
+        except OutputError:
+            raise  # a full or read-only output folder fails every later file too: stop with its one line
         except SDNetError as exc:
             failed.append((str(item.path), str(exc)))
             print(f"sdnet: error: {exc}", file=sys.stderr)
@@ -706,8 +719,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "indices": cmd_indices, "export": cmd_export, "experiment": cmd_experiment, "analyse": cmd_analyse}
     try:
         return commands[args.command](args)
+    except RunInterrupted as exc:
+        print(f"sdnet: stopped: {exc}", file=sys.stderr)
+        return 130
     except SDNetError as exc:
         print(f"sdnet: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write or read the library did not foresee: still one line, naming the file
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"sdnet: error: {where}{os_reason(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sdnet: interrupted", file=sys.stderr)

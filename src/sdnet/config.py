@@ -406,11 +406,17 @@ class TrainConfig:
             raise ConfigError(f"train.selftrain_rounds must be >= 1 (pseudo-label rounds after round 0), "
                               f"got {self.selftrain_rounds}")
         _positive(self, "train", "batch_size", "epochs", "log_every", "checkpoint_every")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(f"train.batch_size={self.batch_size} is above {MAX_BATCH_SIZE} (the paper uses 4; a "
+                              "batch that large would exhaust memory before the first step)")
         for name in ("steps_per_epoch", "max_steps", "patience", "fake_pool_size", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_minutes < 0 or self.min_delta < 0:
             raise ConfigError("train.max_minutes and train.min_delta must be >= 0")
+
+
+MAX_BATCH_SIZE = 512  # a 2D slice batch beyond this is a typo (1000 on 64 slices took 7 GB), not a setting
 
 
 @dataclass(frozen=True)
@@ -561,5 +567,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML (atomically)."""
+    from sdnet.outputs import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))

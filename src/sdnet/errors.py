@@ -21,3 +21,11 @@ class CheckpointError(SDNetError):
 
 class AnalysisError(SDNetError, ValueError):
     """An analysis of the factors cannot run on the given model or data (also a ``ValueError``)."""
+
+
+class OutputError(SDNetError):
+    """An output file or folder cannot be written (read-only folder, full disk, file-size limit, permissions)."""
+
+
+class RunInterrupted(SDNetError):
+    """Training was stopped with Ctrl-C (SIGINT) or SIGTERM after ``last.pt`` was saved; ``--resume`` continues."""

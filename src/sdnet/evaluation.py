@@ -21,10 +21,11 @@ import torch
 from sdnet.config import RunConfig, apply_overrides
 from sdnet.data.pipeline import PreparedVolume, prepare_data
 from sdnet.data.splits import Split
-from sdnet.errors import DataError
+from sdnet.errors import CheckpointError, DataError
 from sdnet.metrics import dice_per_class, hd95_per_class, slice_averaged_dice
 from sdnet.models import Segmenter, for_inference
 from sdnet.models.blocks import channel_argmax
+from sdnet.outputs import atomic_output, write_text
 from sdnet.utils import evaluating
 
 
@@ -126,7 +127,7 @@ class EvaluationReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         csv_path = out / "per_volume.csv"
-        with csv_path.open("w", newline="") as f:
+        with atomic_output(csv_path) as tmp_path, tmp_path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(
                 ["subject", "phase"] + [f"dice3d_{n}" for n in self.class_names]
@@ -158,7 +159,7 @@ class EvaluationReport:
                              + f" | {sub.mean_dice('3d'):.3f} |")
         if self._missing_note():
             lines += ["", f"HD95:{self._missing_note()}."]
-        md_path.write_text("\n".join(lines) + "\n")
+        write_text(md_path, "\n".join(lines) + "\n")
         return csv_path, md_path
 
 
@@ -271,7 +272,12 @@ def evaluate_checkpoint(
     model, config, state = load_model(checkpoint, device=device)
     if data_root is not None:
         config = apply_overrides(config, [f"data.root={json.dumps(str(data_root))}"])
-    split = Split.from_dict(state["split"])
+    try:
+        split = Split.from_dict(state["split"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{checkpoint}: no subject split is stored with this model, so its test subjects are "
+                              "unknown; segment scans with `sdnet predict` and compare masks with `sdnet indices "
+                              "--reference`") from None
     if volumes is None:
         data = prepare_data(config.data, image_size=config.model.image_size, n_classes=config.model.n_classes,
                             split=split)

@@ -31,6 +31,8 @@ from torch import nn
 
 from sdnet.config import RunConfig, from_dict, to_dict
 from sdnet.errors import CheckpointError, SDNetError
+from sdnet.outputs import atomic_output, check_writable, write_text
+from sdnet.training.checkpoint import mismatch_summary
 
 EXPORT_FORMAT = "sdnet-export"
 EXPORT_VERSION = 1
@@ -133,10 +135,10 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = Fa
     model, config, state = load_model(checkpoint)
     src = Path(checkpoint)
     run_dir = src if src.is_dir() else src.parent
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out_dir, what="export folder")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(out / WEIGHTS), metadata={"format": EXPORT_FORMAT, "version": str(EXPORT_VERSION)})
+    with atomic_output(out / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": EXPORT_FORMAT, "version": str(EXPORT_VERSION)})
     split = state.get("split") or {}
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "name": name or run_dir.name,
@@ -152,8 +154,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = Fa
             "test_scores": _test_scores(run_dir),
         },
     }
-    (out / META).write_text(json.dumps(meta, indent=1, default=float))
-    (out / CARD).write_text(_card(meta))
+    write_text(out / META, json.dumps(meta, indent=1, default=float))
+    write_text(out / CARD, _card(meta))
     written = [out / WEIGHTS, out / META, out / CARD]
     if onnx:
         written.append(export_onnx(model, config, out / ONNX))
@@ -247,7 +249,8 @@ def load_export(path: str | Path, *, device: str | torch.device = "cpu") -> tupl
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise CheckpointError(f"{folder}: the weights do not match the config in {META} ({exc})") from None
+        raise CheckpointError(f"{folder}: the weights do not match the config in {META} "
+                              f"({mismatch_summary(exc)})") from None
     model.eval()
     state = {"format": EXPORT_FORMAT, "method": meta["method"], "config": meta["config"], "labels": meta["labels"],
              "class_names": meta["class_names"], "split": meta["provenance"].get("split") or {},

@@ -19,6 +19,7 @@ import numpy as np
 from sdnet.analysis.indices import PhaseVolumes, SubjectSeries, structure_volumes, subject_indices, voxel_volume_ml
 from sdnet.data.scans import Scan
 from sdnet.errors import DataError
+from sdnet.outputs import save_figure, write_text
 
 _COLOURS = {"RV": (0.89, 0.10, 0.11), "MYO": (0.30, 0.69, 0.29), "LV": (0.22, 0.49, 0.72)}
 _FALLBACK = [(1.0, 0.5, 0.0), (0.6, 0.3, 0.64), (1.0, 1.0, 0.2), (0.65, 0.34, 0.16)]
@@ -91,7 +92,7 @@ def qc_figure(scan: Scan, mask: np.ndarray, labels: dict[int, str], path: Path, 
     fig.suptitle(f"{scan.name}: {legend}", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     return path
 
 
@@ -160,5 +161,5 @@ def write_report(summaries: list[ScanSummary], failed: list[tuple[str, str]], pa
             f"<li><code>{html.escape(p)}</code>: {html.escape(m)}</li>" for p, m in failed) + "</ul>")
     parts.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts))
+    write_text(path, "\n".join(parts))
     return path

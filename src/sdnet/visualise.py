@@ -14,6 +14,7 @@ import torch
 from matplotlib.colors import ListedColormap
 
 from sdnet.models import SDNet, Segmenter
+from sdnet.outputs import save_figure
 from sdnet.utils import evaluating
 
 _MASK_COLOURS = ["#000000", "#e41a1c", "#4daf4a", "#377eb8", "#ff7f00", "#984ea3", "#ffff33", "#a65628"]
@@ -87,7 +88,7 @@ def decomposition_figure(
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
+    save_figure(fig, p, dpi=110)
     plt.close(fig)
     return p
 
@@ -107,6 +108,6 @@ def training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Pa
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     p = Path(path)
-    fig.savefig(p, dpi=110)
+    save_figure(fig, p, dpi=110)
     plt.close(fig)
     return p

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from sdnet.errors import AnalysisError
 from sdnet.models import SDNet
+from sdnet.outputs import save_figure
 from sdnet.utils import evaluating
 
 __all__ = [
@@ -407,7 +408,7 @@ def _save(fig: plt.Figure, path: str | Path, dpi: int) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(p, dpi=dpi)
+        save_figure(fig, p, dpi=dpi)
     finally:
         plt.close(fig)
     return p

@@ -28,6 +28,7 @@ from scipy import stats
 
 from sdnet.data.scans import NIFTI_ENDINGS, nifti_stem
 from sdnet.errors import DataError
+from sdnet.outputs import atomic_output, save_figure, write_text
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 #: ACDC's (and the phantom's) label values
@@ -289,12 +290,12 @@ def write_indices(results: Sequence[SubjectIndices], series: Sequence[SubjectSer
     ``volume_curves.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "indices.csv", out / "volumes.csv", out / "indices.md", out / "volume_curves.png"]
-    with paths[0].open("w", newline="") as f:
+    with atomic_output(paths[0]) as tmp_path, tmp_path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["subject", "ED", "ES", "ED_ES_from", *[f"{k}_{UNITS[k]}" for k in INDEX_NAMES]])
         for r in results:
             w.writerow([r.subject, r.ed, r.es, r.ed_es_from, *[_num(r.values[k]) for k in INDEX_NAMES]])
-    with paths[1].open("w", newline="") as f:
+    with atomic_output(paths[1]) as tmp_path, tmp_path.open("w", newline="") as f:
         w = csv.writer(f)
         names = list(series[0].phases[0].volumes) if series else []
         w.writerow(["subject", "phase", "unit", *names, "source"])
@@ -310,7 +311,7 @@ def write_indices(results: Sequence[SubjectIndices], series: Sequence[SubjectSer
     for r in results:
         lines.append(f"| {r.subject} | {r.ed} | {r.es} | " + " | ".join(_fmt(r.values[k]) for k in INDEX_NAMES)
                      + " |")
-    paths[2].write_text("\n".join(lines) + "\n")
+    write_text(paths[2], "\n".join(lines) + "\n")
     _plot_curves(series, results, paths[3])
     return paths
 
@@ -345,7 +346,7 @@ def _plot_curves(series: Sequence[SubjectSeries], results: Sequence[SubjectIndic
         ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def write_agreement(test: Sequence[SubjectIndices], reference: Sequence[SubjectIndices], out: Path,
@@ -372,7 +373,7 @@ def write_agreement(test: Sequence[SubjectIndices], reference: Sequence[SubjectI
     csv_path, md_path, png_path = out / "agreement.csv", out / "agreement.md", out / "bland_altman.png"
     fields = ["index", "unit", "n", "mean_reference", "mean_test", "bias", "sd", "loa_low", "loa_high",
               "mean_absolute_difference", "pearson_r", "pearson_p"]
-    with csv_path.open("w", newline="") as f:
+    with atomic_output(csv_path) as tmp_path, tmp_path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(fields)
         for a in agreements:
@@ -388,7 +389,7 @@ def write_agreement(test: Sequence[SubjectIndices], reference: Sequence[SubjectI
         lines.append(f"| {a.index} ({UNITS[a.index]}) | {a.n} | {_fmt(a.mean_reference)} | {_fmt(a.mean_test)} | "
                      f"{_fmt(a.bias, 2)} | {_fmt(a.loa_low, 2)} to {_fmt(a.loa_high, 2)} | "
                      f"{_fmt(a.mean_absolute_difference, 2)} | {_fmt(a.pearson_r, 3)} |")
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text(md_path, "\n".join(lines) + "\n")
     _plot_bland_altman(agreements, pairs, png_path, title)
     return agreements, [csv_path, md_path, png_path]
 
@@ -417,4 +418,4 @@ def _plot_bland_altman(agreements: Sequence[Agreement], pairs: Sequence[tuple[Su
         ax.grid(True, alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)

@@ -23,6 +23,7 @@ from sdnet.data.pipeline import PreparedVolume, PreprocessedVolume, load_preproc
 from sdnet.data.splits import Split
 from sdnet.errors import SDNetError
 from sdnet.models import SDNet
+from sdnet.outputs import atomic_output, save_figure, write_text
 
 if TYPE_CHECKING:
     from sdnet.analysis.probes import FactorStatistics
@@ -98,8 +99,8 @@ def _fmt(pair: tuple[float, float], digits: int = 3) -> str:
 def _write(out: Path, name: str, numbers: dict[str, Any], lines: list[str]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(json.dumps(numbers, indent=1, default=float))
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text(json_path, json.dumps(numbers, indent=1, default=float))
+    write_text(md_path, "\n".join(lines) + "\n")
     return json_path, md_path
 
 
@@ -171,7 +172,7 @@ def _image_grid(rows: list[list[np.ndarray]], titles: list[str], path: Path) -> 
                 ax.set_title(titles[c], fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -551,7 +552,7 @@ def analyse_report(checkpoint: str | Path, out: str | Path, *, data_root: str | 
     html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SDNet analysis</title><style>{style}</style>"
             f"</head><body>{''.join(body)}</body></html>\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.html").write_text(html)
+    write_text(out_dir / "report.html", html)
     return numbers
 
 
@@ -632,7 +633,7 @@ def analyse_volume(checkpoint: str | Path, out: str | Path, *, data_root: str | 
                      f"{change:+.3f} | {p:.3g} |")
     out_dir = Path(out)
     _write(out_dir, "volume", _jsonable(results), lines)
-    with (out_dir / "volumes.csv").open("w") as f:
+    with atomic_output(out_dir / "volumes.csv") as tmp_path, tmp_path.open("w") as f:
         f.write(f"subject,phase,modality,true_{unit},regressed_{unit},segmented_{unit}\n")
         for e in estimates:
             f.write(f"{e.subject_id},{e.phase},{e.modality},{e.true:.3f},{e.regressed:.3f},{e.segmented:.3f}\n")
@@ -648,6 +649,6 @@ def analyse_volume(checkpoint: str | Path, out: str | Path, *, data_root: str | 
            title="LV volume, test volumes")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "volume.png")
+    save_figure(fig, out_dir / "volume.png")
     plt.close(fig)
     return results

@@ -19,6 +19,7 @@ import numpy as np
 
 from sdnet.data.orientation import to_canonical
 from sdnet.errors import DataError
+from sdnet.outputs import atomic_output
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def save_like(path: str | Path, data: np.ndarray, reference: str | Path, *, dtyp
         image.set_sform(ref.affine, 1)  # type: ignore[attr-defined]
     image.header.set_slope_inter(1.0, 0.0)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(image, str(p))
+    with atomic_output(p) as tmp:  # a full disk never leaves a finished-looking, truncated mask
+        nib.save(image, str(tmp))
     return p
 
 
@@ -175,7 +176,6 @@ def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, *, dtype:
     """Write ``data`` (H, W, S[, ...]) with ``affine`` (as qform and sform, code 1 "scanner") to ``path``
     (``.nii.gz``), creating parent folders. ``unit="unknown"`` marks a file whose voxel size is not known."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     array = np.asarray(data if dtype is None else data.astype(dtype))
     image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     image.set_qform(np.asarray(affine, dtype=np.float64), 1)
@@ -184,5 +184,6 @@ def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, *, dtype:
         image.header.set_xyzt_units(0, 0)
     else:
         image.header.set_xyzt_units(unit)
-    nib.save(image, str(p))
+    with atomic_output(p) as tmp:
+        nib.save(image, str(tmp))
     return p

@@ -31,17 +31,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from sdnet.data.nifti import save_nifti
+from sdnet.errors import DataError
+from sdnet.outputs import check_writable, write_text
 
 LABELS: dict[int, str] = {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
 
@@ -959,11 +963,36 @@ def _write_subject(out: Path, config: PhantomConfig, index: int) -> dict[str, ob
     }
 
 
+def _config_dict(config: PhantomConfig) -> dict[str, object]:
+    config_dict = dataclasses.asdict(config)
+    config_dict["modalities"] = list(config.modalities)
+    return config_dict
+
+
+def _read_meta(out: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((out / "phantom.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == "sdnet-phantom" else None
+
+
+def phantom_matches(out_dir: str | Path, config: PhantomConfig) -> bool:
+    """Whether ``out_dir`` already holds the phantom ``config`` describes, with every file it lists."""
+    out = Path(out_dir)
+    meta = _read_meta(out)
+    if meta is None or meta.get("config") != json.loads(json.dumps(_config_dict(config))):
+        return False
+    return all((out / rel).is_file() for subject in meta.get("subjects", [])
+               for rels in subject.get("files", {}).values() for rel in rels)
+
+
 def write_phantom(
     out_dir: str | Path,
     config: PhantomConfig = PhantomConfig(),
     *,
     progress: bool = False,
+    force: bool = False,
 ) -> Path:
     """Generate the phantom and write it as NIfTI files plus ``phantom.json`` (written last, atomically).
 
@@ -972,16 +1001,36 @@ def write_phantom(
     ``diag(dx, dy, dz, 1)``. Subjects are rendered and written by a few threads (numpy and zlib release the GIL);
     the output does not depend on the number of threads.
 
+    A folder that already holds this very phantom (same config, every file there) is left as it is. Any other
+    non-empty folder is refused unless ``force``: then the subject folders of an earlier phantom there are removed
+    first (no stale subjects stay behind); other files are not touched.
+
     Args:
         out_dir: output folder (created if needed).
         config: phantom configuration.
         progress: show a tqdm progress bar.
+        force: replace an earlier phantom (or write into a non-empty folder).
 
     Returns:
         Path of ``phantom.json``.
+
+    Raises:
+        DataError: ``out_dir`` is not empty and does not hold this phantom, and ``force`` is not set.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()):
+        if phantom_matches(out, config):
+            return out / "phantom.json"
+        old = _read_meta(out)
+        if not force:
+            what = "a phantom written with other settings" if old else "other files"
+            raise DataError(f"{out} already holds {what}; use --force to replace it, or another --out")
+        for subject in (old or {}).get("subjects", []):
+            sid = str(subject.get("id", ""))
+            if sid and (out / sid).is_dir() and (out / sid).resolve().parent == out.resolve():
+                shutil.rmtree(out / sid)
+        (out / "phantom.json").unlink(missing_ok=True)
+    check_writable(out, what="phantom folder")
     workers = max(1, min(4, os.cpu_count() or 1, config.n_subjects))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results: Iterator[dict[str, object]] = pool.map(
@@ -992,8 +1041,7 @@ def write_phantom(
 
             results = iter(tqdm(results, total=config.n_subjects, desc="phantom", unit="subject"))
         entries = list(results)
-    config_dict = dataclasses.asdict(config)
-    config_dict["modalities"] = list(config.modalities)
+    config_dict = _config_dict(config)
     meta = {
         "format": "sdnet-phantom",
         "version": 1,
@@ -1003,8 +1051,4 @@ def write_phantom(
         "spacing_mm": [float(config.pixel_spacing_mm)] * 2 + [float(config.slice_thickness_mm)],
         "subjects": entries,
     }
-    path = out / "phantom.json"
-    tmp = out / "phantom.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_text(out / "phantom.json", json.dumps(meta, indent=1))

@@ -7,6 +7,7 @@ and validation / test volumes``. Which subject feeds which set is decided only h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -258,6 +259,7 @@ def load_preprocessed(config: DataConfig, image_size: int) -> tuple[DatasetInfo,
                                           spacing=effective_spacing(v, config), source=v.source,
                                           modality=v.modality))
     if path is not None:
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             meta = {"name": info.name, "labels": {str(k): n for k, n in info.labels.items()},
@@ -271,10 +273,11 @@ def load_preprocessed(config: DataConfig, image_size: int) -> tuple[DatasetInfo,
                 arrays[f"image_{i}"] = p.image
                 if p.label is not None:
                     arrays[f"label_{i}"] = p.label.astype(np.uint8)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
             np.savez(tmp, **arrays)  # type: ignore[arg-type]
             os.replace(tmp, path)
-        except OSError as exc:
+        except OSError as exc:  # the cache is an optimisation: a read-only or full cache folder only costs time
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             log.warning("could not write preprocessing cache %s (%s)", path, exc)
     return info, volumes
 
@@ -326,6 +329,14 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
         raise DataError(
             f"{config.root}: dataset has {info.n_classes} classes ({info.labels}) but model.n_classes={n_classes}"
         )
+    if split is not None:  # a saved split (evaluation, resume): every subject it names must still be there
+        present = {v.subject_id for v in volumes}
+        missing = [sid for part in (split.labelled, split.train, split.val, split.test) for sid in part
+                   if sid not in present]
+        if missing:
+            raise DataError(f"{config.root}: {len(set(missing))} subject(s) of the run's saved split are not in this "
+                            f"data folder (e.g. {', '.join(sorted(set(missing))[:3])}); it changed since training, "
+                            "or --data names another dataset")
     if split is None and config.split == "ssl4mis":
         lists = ssl4mis_split_lists(config.root)
         split = fixed_split(lists["train"], lists["val"], lists["test"], labelled_fraction=config.labelled_fraction,

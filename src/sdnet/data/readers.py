@@ -114,9 +114,14 @@ def _acdc_frame_index(cfg: dict[str, str], key: str, path: Path) -> int:
 
 
 def _find_nifti(folder: Path, stem: str) -> Path | None:
+    """``folder/<stem>.nii.gz`` or ``.nii``, the extension matched in any case (``.NII.GZ`` from some exporters)."""
     for ending in _NIFTI_ENDINGS:
         candidate = folder / f"{stem}{ending}"
         if candidate.is_file():
+            return candidate
+    wanted = {f"{stem}{ending}".lower() for ending in _NIFTI_ENDINGS}
+    for candidate in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if candidate.name.lower() in wanted and candidate.is_file():
             return candidate
     return None
 
@@ -488,9 +493,10 @@ def _nnunet_cases(folder: Path, ending: str) -> dict[str, Path]:
     suffix = f"_0000{ending}"
     cases: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.name.endswith(ending):
+        name = path.name.lower()  # extensions in any case (.NII.GZ)
+        if not name.endswith(ending.lower()) or path.name.startswith("."):
             continue
-        if not path.name.endswith(suffix):
+        if not name.endswith(suffix.lower()):
             raise DataError(f"{path}: not a channel-0000 image; only single-channel datasets are supported")
         cases[path.name[: -len(suffix)]] = path
     return cases
@@ -558,7 +564,7 @@ def read_nnunet(
     volumes: list[Volume] = []
     for case, image_path in labelled.items():
         sid, phase = subject_and_phase(case, image_path)
-        label_path = base / "labelsTr" / f"{case}{ending}"
+        label_path = _find_nifti(base / "labelsTr", case) or base / "labelsTr" / f"{case}{ending}"
         if not label_path.is_file():
             raise DataError(f"{label_path}: file not found (missing label for a listed case {image_path.name})")
         img = _load_3d(image_path, reorient=reorient)

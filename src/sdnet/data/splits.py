@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sdnet.errors import DataError
+from sdnet.outputs import write_text
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Split:
             raise DataError("split: volume-labelled subjects must be unlabelled training subjects")
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Sequence[str]]) -> Split:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdnet.outputs import atomic_output, save_figure, write_text
 from sdnet.study.results import (
     DiceKind,
     RunResult,
@@ -146,7 +147,7 @@ class StudyTable:
 
     def write_csv(self, path: str | Path) -> Path:
         out = Path(path)
-        with out.open("w", newline="") as f:
+        with atomic_output(out) as tmp_path, tmp_path.open("w", newline="") as f:
             csv.writer(f).writerows(self.csv_rows())
         return out
 
@@ -359,7 +360,7 @@ def plot_dice_vs_labels(table: StudyTable, path: str | Path) -> Path:
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     return out
 
 
@@ -386,9 +387,9 @@ def write_table(
         if comparison:
             parts.append(comparison)
     md = root / "table.md"
-    md.write_text("\n".join(parts))
+    write_text(md, "\n".join(parts))
     csv_path = root / "table.csv"
-    with csv_path.open("w", newline="") as f:
+    with atomic_output(csv_path) as tmp_path, tmp_path.open("w", newline="") as f:
         w = csv.writer(f)
         for k, table in enumerate(tables):
             for i, row in enumerate(table.csv_rows()):

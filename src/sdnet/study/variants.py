@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdnet.outputs import write_text
 from sdnet.study.results import RunResult, StudyError, finite_mean, finite_std
 from sdnet.study.semi import StudyGrid
 from sdnet.study.table import load_results
@@ -77,8 +78,8 @@ def _results(study_dir: Path, grid: StudyGrid) -> dict[str, list[RunResult]]:
 def _write_table(study_dir: Path, markdown: list[str], csv: list[str]) -> tuple[Path, Path]:
     """Write ``table.md`` and ``table.csv`` into the study folder."""
     md_path, csv_path = study_dir / "table.md", study_dir / "table.csv"
-    md_path.write_text("\n".join(markdown) + "\n")
-    csv_path.write_text("\n".join(csv) + "\n")
+    write_text(md_path, "\n".join(markdown) + "\n")
+    write_text(csv_path, "\n".join(csv) + "\n")
     return md_path, csv_path
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sdnet.errors import CheckpointError
+from sdnet.errors import CheckpointError, OutputError, SDNetError
+from sdnet.outputs import atomic_output, os_reason
 
 FORMAT = "sdnet-checkpoint"
 VERSION = 1
@@ -27,15 +29,11 @@ VERSION = 1
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Atomically write ``state`` (plain values and tensors only) to ``path``."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")  # unique: two writers never share a temporary file
-    try:
+    # a hidden temporary file unique to this process, renamed when complete: a failed write (full disk, a file-size
+    # limit, Ctrl-C) leaves the previous checkpoint and no debris, and raises OutputError naming the file
+    with atomic_output(p) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write (full disk, Ctrl-C) leaves the previous checkpoint, no debris
-        raise
     return p
 
 
@@ -51,11 +49,9 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> RunLock:
-        from sdnet.errors import SDNetError
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 try:
@@ -67,8 +63,14 @@ class RunLock:
                                      "folder; wait for it or use another --out") from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+            except OSError as exc:
+                raise OutputError(f"{self.path.parent}: cannot write the run folder ({os_reason(exc)})") from None
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(str(os.getpid()))
+            except OSError as exc:
+                self.path.unlink(missing_ok=True)
+                raise OutputError(f"{self.path.parent}: cannot write the run folder ({os_reason(exc)})") from None
             self.held = True
             return self
         raise SDNetError(f"{self.path}: could not take the run folder's lock")
@@ -95,6 +97,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand [^\s.,]+)")
+
+
+def _unsafe_detail(exc: BaseException) -> str:
+    """The part of torch's weights-only refusal that names what the file holds (e.g. ``GLOBAL os.system``) --
+    without torch's advice to load it unsafely and without its terminal colour codes."""
+    match = _GLOBAL.search(_ANSI.sub("", str(exc)))
+    return f" ({match.group(1)})" if match else ""
+
+
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only``); never executes code stored in the file.
 
@@ -114,8 +127,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: refused to load: the file contains objects other than tensors ({first})") from None
+        raise CheckpointError(f"{p}: refused to load: the file contains objects other than tensors and plain "
+                              f"values{_unsafe_detail(exc)}; it may run code when unpickled, so sdnet never loads "
+                              "it") from None
     except Exception as exc:  # torch.load raises many types on garbage (struct.error, RuntimeError, EOFError, ...)
         raise CheckpointError(f"{p}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -128,3 +142,25 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         # stored (sdnet.data.orientation.LEGACY); evaluation and prediction must feed it the same
         data["orientation"] = "legacy"
     return state
+
+
+def mismatch_summary(exc: BaseException) -> str:
+    """One line for torch's multi-line ``load_state_dict`` error (which lists every key): how many keys are
+    missing, unexpected or of another shape, with the first of each."""
+    text = str(exc)
+    parts: list[str] = []
+    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*)"),
+                           ("unexpected", r"Unexpected key\(s\) in state_dict: (.*)")):
+        match = re.search(pattern, text)
+        if match:
+            keys = re.findall(r'"([^"]+)"', match.group(1))
+            parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:2])})")
+    shapes = re.findall(r"size mismatch for ([\w.]+): copying a param with shape (torch.Size\(\[[^]]*\]\)) from "
+                        r"checkpoint, the shape in current model is (torch.Size\(\[[^]]*\]\))", text)
+    if shapes:
+        name, saved, current = shapes[0]
+        parts.append(f"{len(shapes)} of another shape (e.g. {name}: {saved[11:-1]} saved, {current[11:-1]} here)")
+    if not parts:
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return first[:200]
+    return "; ".join(parts)

@@ -87,7 +87,10 @@ def frozen(discriminator: MaskDiscriminator) -> Iterator[MaskDiscriminator]:
 def _finish(loss: Tensor, terms: dict[str, Tensor], optimizer: KerasAdam, what: str) -> dict[str, float]:
     value = float(loss.detach())
     if not math.isfinite(value):
-        raise NonFiniteLossError(f"{what}: loss is {value} ({ {k: float(v.detach()) for k, v in terms.items()} })")
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        raise NonFiniteLossError(f"{what}: the loss is {value} (non-finite term(s): {', '.join(bad) or 'their sum'}; "
+                                 "lower optim.lr or check the inputs)")
     optimizer.zero_grad()
     # Under mixed precision the trainer wraps the whole iteration in torch.autocast; the backward pass and the
     # update run outside it, as torch's AMP recipe prescribes (autocast is for forward passes and losses).

@@ -31,11 +31,15 @@ and evaluation run in float32, so a checkpoint does not depend on the precision 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,13 +51,20 @@ from sdnet.config import RunConfig, apply_overrides, from_dict, save_config, to_
 from sdnet.data.pipeline import TrainingData, prepare_data, save_split
 from sdnet.data.sampling import BatchStream, SliceSet
 from sdnet.data.splits import Split
-from sdnet.errors import CheckpointError, SDNetError
+from sdnet.errors import CheckpointError, OutputError, RunInterrupted, SDNetError
 from sdnet.evaluation import evaluate_volumes
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discriminator, build_segmenter
-from sdnet.training.checkpoint import RunLock, load_checkpoint, save_checkpoint
+from sdnet.outputs import check_writable, os_reason, write_text
+from sdnet.training.checkpoint import RunLock, load_checkpoint, mismatch_summary, save_checkpoint
 from sdnet.training.methods import ITERATIONS, pseudo_label, selftrain_stage_end, with_pseudo_labels
 from sdnet.training.optim import KerasAdam
-from sdnet.training.steps import FakeMaskPool, generator_parameters, volume_parameters, z_regressor_parameters
+from sdnet.training.steps import (
+    FakeMaskPool,
+    NonFiniteLossError,
+    generator_parameters,
+    volume_parameters,
+    z_regressor_parameters,
+)
 from sdnet.utils import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -81,11 +92,15 @@ class TrainResult:
 
 
 class _Logger:
-    """JSONL + TensorBoard writer. On resume, JSONL lines after the checkpoint's step are dropped."""
+    """JSONL + TensorBoard writer. On resume, JSONL lines after the checkpoint's step are dropped (they were written
+    by the killed process after its last checkpoint and are written again); a fresh start (``resume_step=None``)
+    starts an empty log, so a run killed before its first checkpoint and started again logs each step once."""
 
     def __init__(self, run_dir: Path, *, resume_step: int | None = None) -> None:
         self.path = run_dir / "log.jsonl"
-        if resume_step is not None and self.path.exists():
+        if resume_step is None:
+            write_text(self.path, "")
+        elif self.path.exists():
             kept = []
             for line in self.path.read_text().splitlines():
                 try:
@@ -93,15 +108,19 @@ class _Logger:
                         kept.append(line)
                 except (json.JSONDecodeError, ValueError, AttributeError):
                     continue
-            self.path.write_text("".join(k + "\n" for k in kept))
+            write_text(self.path, "".join(k + "\n" for k in kept))
         self._file = self.path.open("a")
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=resume_step)
+        # purge_step: TensorBoard hides events of earlier processes at or after this step (0 on a fresh start)
+        self.tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=resume_step or 0)
 
     def write(self, record: dict[str, Any], prefix: str) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise OutputError(f"{self.path}: could not be written ({os_reason(exc)})") from None
         step = int(record["step"])
         for key, value in record.items():
             if key not in ("step", "epoch", "event") and isinstance(value, (int, float)) and math.isfinite(value):
@@ -131,7 +150,7 @@ class Trainer:
         split: Split | None = None, init_from: str | Path | None = None,
     ) -> None:
         self.config = config
-        self.run_dir = Path(run_dir)
+        self.run_dir = check_writable(run_dir, what="run folder")  # before the data are read: fail in a second
         self.progress = progress
         self.device = resolve_device(config.train.device)
         if config.train.num_threads > 0:
@@ -209,7 +228,12 @@ class Trainer:
         self.patience_ref = -math.inf
         self.elapsed = 0.0
         self.history: list[dict[str, float]] = []
+        # running sums of the logged terms over the current epoch (checkpointed: a resumed epoch's mean_* covers
+        # every iteration of the epoch, not only those after the resume)
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_count = 0
         self._resumed_from: int | None = None
+        self._stop_signal: int | None = None
 
     def _stream(self, data: SliceSet, name: str) -> BatchStream:
         d, tc = self.config.data, self.config.train
@@ -226,7 +250,8 @@ class Trainer:
         try:
             result = self.model.load_state_dict(state["model"], strict=False)
         except (KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{checkpoint}: its network does not match this run's model config ({exc})") from None
+            raise CheckpointError(f"{checkpoint}: its network does not match this run's model config "
+                                  f"({mismatch_summary(exc)})") from None
         missing = [k for k in result.missing_keys if not k.startswith("area_regressor.")]
         if missing or result.unexpected_keys:
             raise CheckpointError(f"{checkpoint}: its network does not match this run's model config (missing "
@@ -255,6 +280,8 @@ class Trainer:
             "patience_ref": self.patience_ref,
             "elapsed": self.elapsed,
             "history": self.history,
+            "epoch_sums": dict(self.epoch_sums),
+            "epoch_count": self.epoch_count,
             "model": self.model.state_dict(),
             "discriminator": self.discriminator.state_dict() if self.discriminator is not None else {},
             "optimisers": {k: v.state_dict() for k, v in self.optimisers.items()},
@@ -290,12 +317,16 @@ class Trainer:
             self.patience_ref = float(state["patience_ref"])
             self.elapsed = float(state["elapsed"])
             self.history = list(state["history"])
+            # absent from checkpoints written before the sums were saved: the epoch's means restart at the resume
+            self.epoch_sums = {str(k): float(v) for k, v in dict(state.get("epoch_sums", {})).items()}
+            self.epoch_count = int(state.get("epoch_count", 0))
             if self.method == "selftrain":
                 selftrain = state["selftrain"]
                 self.selftrain_round = int(selftrain["round"])
                 self._use_pseudo_labels(selftrain.get("pseudo_labels"))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint does not match this run's model/config ({exc})") from None
+            detail = mismatch_summary(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+            raise CheckpointError(f"checkpoint does not match this run's model/config ({detail})") from None
         self._resumed_from = self.step
 
     def save(self, name: str) -> Path:
@@ -337,7 +368,12 @@ class Trainer:
         self.model.train()
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                             enabled=self.config.train.precision == "bf16"):
-            logs = ITERATIONS[self.method](self)
+            try:
+                logs = ITERATIONS[self.method](self)
+            except NonFiniteLossError as exc:  # nothing of this iteration is saved: last.pt stays the finite state
+                last = self.run_dir / "last.pt"
+                kept = f"; {last} keeps the last periodic checkpoint" if last.is_file() else ""
+                raise NonFiniteLossError(f"step {self.step + 1}: {exc}{kept}") from None
         self.step += 1
         return logs
 
@@ -408,21 +444,53 @@ class Trainer:
         return tc.patience > 0 and self.stale_epochs >= tc.patience
 
     def fit(self) -> TrainResult:
-        """Train until max epochs, max steps, the time budget or early stopping; return the summary."""
-        with RunLock(self.run_dir):
+        """Train until max epochs, max steps, the time budget or early stopping; return the summary.
+
+        Ctrl-C (SIGINT) or SIGTERM (a scheduler's pre-emption) ends the current iteration, saves ``last.pt`` and
+        raises :class:`~sdnet.errors.RunInterrupted`; a second Ctrl-C stops at once (``last.pt`` is then the last
+        periodic checkpoint). A folder that already holds a run (``last.pt``) is refused unless this trainer was
+        resumed from it.
+
+        Raises:
+            SDNetError: the run folder holds another run, or another process is writing it.
+            RunInterrupted: stopped by a signal after saving ``last.pt``.
+            OutputError: a checkpoint or log could not be written (the previous checkpoint is intact).
+        """
+        if self._resumed_from is None and (self.run_dir / "last.pt").exists():
+            raise SDNetError(f"{self.run_dir} already holds a run (last.pt); continue it with --resume "
+                             f"{self.run_dir} or choose another --out")
+        with RunLock(self.run_dir), self._stop_signals():
             return self._fit()
+
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """While training: the first SIGINT/SIGTERM only sets a flag the loop checks after each iteration (so the
+        saved state is that of a whole iteration); a second SIGINT raises KeyboardInterrupt at once. Outside the
+        main thread (where signal handlers cannot be set) the default behaviour stays."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: object) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def _fit(self) -> TrainResult:
         tc = self.config.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
         save_split(self.data.split, self.run_dir)
         logger = _Logger(self.run_dir, resume_step=self._resumed_from)
         start = time.perf_counter() - self.elapsed
         stop_reason = "epochs"
         bar = tqdm(total=self.steps_per_epoch, disable=not self.progress, leave=False, dynamic_ncols=True)
-        sums: dict[str, float] = {}
-        count = 0
         try:
             while self.epoch < tc.epochs:
                 bar.reset(total=self.steps_per_epoch)
@@ -441,8 +509,8 @@ class Trainer:
                     logs = self.train_iteration()
                     self.elapsed = time.perf_counter() - start
                     for k, v in logs.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
+                        self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+                    self.epoch_count += 1
                     bar.update(1)
                     if self.step % tc.log_every == 0:
                         logger.write({"event": "step", "step": self.step, "epoch": self.epoch,
@@ -450,11 +518,16 @@ class Trainer:
                         bar.set_postfix(dice_loss=f"{logs.get('sup_segm', float('nan')):.3f}")
                     if self.step % tc.checkpoint_every == 0:
                         self.save("last.pt")
+                    if self._stop_signal is not None:
+                        self.save("last.pt")
+                        name = signal.Signals(self._stop_signal).name
+                        raise RunInterrupted(f"{name} at step {self.step}: {self.run_dir / 'last.pt'} saved; "
+                                             f"continue with: sdnet train --resume {self.run_dir}")
                     epoch_done = self.step >= (self.epoch + 1) * self.steps_per_epoch
                 if not epoch_done:
                     break
-                means = {k: v / max(count, 1) for k, v in sums.items()}
-                sums, count = {}, 0
+                means = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+                self.epoch_sums, self.epoch_count = {}, 0
                 if self._end_epoch(logger, means):
                     if self.method == "selftrain" and self.selftrain_round < tc.selftrain_rounds:
                         continue  # early stopping ends this self-train round, not the run
@@ -472,7 +545,7 @@ class Trainer:
             logger.close()
         result = TrainResult(run_dir=self.run_dir, steps=self.step, epochs=self.epoch, best_val_dice=self.best_val,
                              best_epoch=self.best_epoch, stop_reason=stop_reason, history=self.history)
-        (self.run_dir / "result.json").write_text(json.dumps(
+        write_text(self.run_dir / "result.json", json.dumps(
             {"method": self.method, "steps": result.steps, "epochs": result.epochs,
              "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "stop_reason": stop_reason,
              "elapsed_s": round(self.elapsed, 1)},
@@ -507,7 +580,9 @@ def load_model(
         model = build_segmenter(config.model, config.train.method).to(device)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{checkpoint}: checkpoint is incomplete or does not match its config ({exc})") from None
+        detail = mismatch_summary(exc) if isinstance(exc, RuntimeError) else f"no {exc} entry"
+        raise CheckpointError(f"{checkpoint}: checkpoint is incomplete or does not match its config "
+                              f"({detail})") from None
     except SDNetError:
         raise
     model.eval()
