@@ -190,16 +190,18 @@ def export_onnx(model: nn.Module, config: RunConfig, path: str | Path, *, check:
     size = config.model.image_size
     example = torch.rand(2, config.model.in_channels, size, size) * 2 - 1
     p = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(wrapper, (example,), str(p), dynamo=False, input_names=["image"],
-                          output_names=["probabilities"], dynamic_axes={"image": {0: "batch"},
-                                                                        "probabilities": {0: "batch"}},
-                          opset_version=17)
-    if check:
-        difference = onnx_max_difference(wrapper, p, torch.rand(3, config.model.in_channels, size, size) * 2 - 1)
-        if difference is not None and difference > atol:
-            raise SDNetError(f"{p}: onnxruntime output differs from PyTorch by {difference:.3g} (> {atol})")
+    with atomic_output(p) as tmp:  # renamed only once written and checked: a failed check leaves no model.onnx
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, input_names=["image"],
+                              output_names=["probabilities"], dynamic_axes={"image": {0: "batch"},
+                                                                            "probabilities": {0: "batch"}},
+                              opset_version=17)
+        if check:
+            image = torch.rand(3, config.model.in_channels, size, size) * 2 - 1
+            difference = onnx_max_difference(wrapper, tmp, image)
+            if difference is not None and difference > atol:
+                raise SDNetError(f"{p}: onnxruntime output differs from PyTorch by {difference:.3g} (> {atol})")
     return p
 
 
