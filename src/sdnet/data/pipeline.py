@@ -7,7 +7,6 @@ and validation / test volumes``. Which subject feeds which set is decided only h
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,8 +25,9 @@ from sdnet.data.sampling import SliceSet
 from sdnet.data.splits import Split, fixed_split, modality_blocks, split_subjects
 from sdnet.data.transforms import center_crop_or_pad, normalise_intensity
 from sdnet.data.volumes import DatasetInfo, Volume, read_phantom
-from sdnet.errors import DataError
+from sdnet.errors import DataError, OutputError
 from sdnet.metrics import area_percent
+from sdnet.outputs import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,7 @@ def load_preprocessed(config: DataConfig, image_size: int) -> tuple[DatasetInfo,
                                           spacing=effective_spacing(v, config), source=v.source,
                                           modality=v.modality))
     if path is not None:
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             meta = {"name": info.name, "labels": {str(k): n for k, n in info.labels.items()},
                     "modalities": list(info.modalities),
                     "volumes": [{"subject_id": p.subject_id, "phase": p.phase, "labelled": p.label is not None,
@@ -273,12 +271,10 @@ def load_preprocessed(config: DataConfig, image_size: int) -> tuple[DatasetInfo,
                 arrays[f"image_{i}"] = p.image
                 if p.label is not None:
                     arrays[f"label_{i}"] = p.label.astype(np.uint8)
-            np.savez(tmp, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, path)
-        except OSError as exc:  # the cache is an optimisation: a read-only or full cache folder only costs time
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            log.warning("could not write preprocessing cache %s (%s)", path, exc)
+            with atomic_output(path) as tmp:  # the temporary name ends in .npz, so np.savez keeps it
+                np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        except (OSError, OutputError) as exc:  # the cache is an optimisation: a read-only or full cache folder
+            log.warning("could not write preprocessing cache %s (%s)", path, exc)  # only costs time
     return info, volumes
 
 
@@ -330,12 +326,10 @@ def prepare_data(config: DataConfig, *, image_size: int, n_classes: int, split: 
             f"{config.root}: dataset has {info.n_classes} classes ({info.labels}) but model.n_classes={n_classes}"
         )
     if split is not None:  # a saved split (evaluation, resume): every subject it names must still be there
-        present = {v.subject_id for v in volumes}
-        missing = [sid for part in (split.labelled, split.train, split.val, split.test) for sid in part
-                   if sid not in present]
+        missing = sorted({*split.labelled, *split.train, *split.val, *split.test} - {v.subject_id for v in volumes})
         if missing:
-            raise DataError(f"{config.root}: {len(set(missing))} subject(s) of the run's saved split are not in this "
-                            f"data folder (e.g. {', '.join(sorted(set(missing))[:3])}); it changed since training, "
+            raise DataError(f"{config.root}: {len(missing)} subject(s) of the run's saved split are not in this "
+                            f"data folder (e.g. {', '.join(missing[:3])}); it changed since training, "
                             "or --data names another dataset")
     if split is None and config.split == "ssl4mis":
         lists = ssl4mis_split_lists(config.root)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np
 
 from sdnet.errors import SDNetError
 from sdnet.evaluation import EvaluationReport
+from sdnet.outputs import write_text
 
 RESULT_SCHEMA = "sdnet.study.run/1"
 STUDY_SCHEMA = "sdnet.study/1"
@@ -84,10 +84,8 @@ def _nan(value: Any) -> float:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON atomically (a temporary file renamed over ``path``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as JSON atomically (:func:`sdnet.outputs.write_text`)."""
+    write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 @dataclass(frozen=True)

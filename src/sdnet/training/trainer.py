@@ -476,6 +476,7 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop_signal = signum
 
+        self._stop_signal = None  # a signal that ended an earlier fit() of this trainer does not end this one
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
