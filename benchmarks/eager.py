@@ -1,6 +1,6 @@
 """The baseline: a deliberately simple, faithful eager port of one iteration of the authors' Keras schedule.
 
-Facts §1.9–1.11 (``/work/shared/reference/authors-code-facts.md``). Per iteration:
+authors-code §1.9–1.11 (``docs/authors-code.md``). Per iteration:
 
 1. ``G_supervised_trainer.fit`` on a labelled batch: λ2 Dice + λ4 L1 reconstruction + λ1 KL (+ the optional
    cross-entropy of ``loss.ce``);
@@ -90,7 +90,7 @@ class EagerSDNet:
         cls, model: SDNet, discriminator: MaskDiscriminator | None, config: RunConfig, *, copy_modules: bool = False
     ) -> EagerSDNet:
         """The baseline around ``model`` and ``discriminator`` (deep copies when ``copy_modules``), with fresh
-        optimisers (the four Keras trainers of facts §1.10) and an empty fake pool."""
+        optimisers (the four Keras trainers of authors-code §1.10) and an empty fake pool."""
         if copy_modules:
             model = copy.deepcopy(model)
             discriminator = copy.deepcopy(discriminator)

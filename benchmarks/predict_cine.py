@@ -25,8 +25,7 @@ import torch
 
 from sdnet.config import load_config
 from sdnet.data.scans import read_nifti_scan
-from sdnet.evaluation import predict_probabilities
-from sdnet.inference import predict_scan
+from sdnet.inference import predict_probabilities, predict_scan
 from sdnet.models import build_segmenter, for_inference
 
 ROOT = Path(__file__).resolve().parents[1]

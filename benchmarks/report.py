@@ -388,7 +388,8 @@ def machine_lines(machine: dict[str, Any]) -> list[str]:
 NOTES = """\
 ## How to read this
 
-- **eager** is `benchmarks/eager.py`: a deliberately simple port of the authors' Keras iteration (facts §1.9–1.11)
+- **eager** is `benchmarks/eager.py`: a deliberately simple port of the authors' Keras iteration
+  (authors-code §1.9–1.11)
   with the library's own networks and losses — it runs the anatomy encoder again (inference mode, no gradients)
   before each z-reconstruction step, makes the discriminator's fake masks with a separate prediction pass over a
   batch of `discriminator_images`, leaves D's parameters trainable during the generator's adversarial step (D's

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from sdnet.checkpoint import load_model
 from sdnet.data.pipeline import prepare_data
 from sdnet.data.splits import Split
 from sdnet.evaluation import evaluate_volumes
-from sdnet.training import load_model
 
 
 def main() -> None:

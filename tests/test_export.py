@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from helpers import tiny_config
+from sdnet.checkpoint import load_model
 from sdnet.cli import main
 from sdnet.config import apply_overrides
 from sdnet.errors import CheckpointError
 from sdnet.export import export_model, onnx_max_difference
-from sdnet.training import Trainer, load_model
+from sdnet.training import Trainer
 
 
 @pytest.fixture(scope="module", params=["sdnet", "unet"])
@@ -71,7 +72,7 @@ def test_damaged_or_mismatched_exports_are_refused(run: Path, tmp_path: Path):
 
 
 def test_checkpoint_from_another_config_is_a_clear_error(run: Path, tmp_path: Path, tiny_phantom: Path, capsys):
-    from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
+    from sdnet.checkpoint import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(run / "best.pt")
     state["config"]["model"]["unet_filters"] = 8  # weights trained with 4 base filters

@@ -28,10 +28,10 @@ import torch
 import yaml
 
 from helpers import tiny_config
+from sdnet.checkpoint import load_checkpoint, save_checkpoint
 from sdnet.config import ConfigError, apply_overrides, to_dict
 from sdnet.errors import CheckpointError, SDNetError
 from sdnet.training import Trainer
-from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

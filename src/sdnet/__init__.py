@@ -8,8 +8,9 @@ the anatomy encoder's U-Net with a class head (:class:`UNetSegmenter`), selected
 
 Quick start::
 
-    from sdnet import RunConfig, Trainer, load_model
-    model, config, _ = load_model("runs/demo/best.pt")
+    from sdnet import load_run
+    run = load_run("runs/demo")           # best.pt of the run: model, config, subject split, class names
+    model = run.model
     seg = model.segment(images)          # images: (B, 1, H, W) in [-1, 1]
     enc = model.encode(images)           # enc.anatomy (B, C, H, W), enc.modality.z (B, n_z)
     x_hat = model.decode(enc.anatomy, enc.modality.z)
@@ -22,17 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Names resolved on first use (PEP 562), so that `import sdnet` (and `sdnet --help`) does not import torch.
+# Names resolved on first use (PEP 562), so that `import sdnet` (and `sdnet --help`) does not import torch. The
+# package is layered (see DESIGN.md); this table only re-exports, it is not a floor of its own.
 _LAZY: dict[str, str] = {
     **{n: "sdnet.config" for n in ("ConfigError", "DataConfig", "LossWeights", "ModelConfig", "OptimConfig",
                                    "RunConfig", "TrainConfig", "apply_overrides", "load_config", "save_config")},
     **{n: "sdnet.errors" for n in ("CheckpointError", "DataError", "SDNetError")},
     **{n: "sdnet.models" for n in ("SDNet", "Segmenter", "UNetSegmenter", "build_discriminator", "build_sdnet",
                                    "build_segmenter")},
-    **{n: "sdnet.training" for n in ("Trainer", "TrainResult", "load_model")},
+    **{n: "sdnet.training" for n in ("Trainer", "TrainResult")},
+    **{n: "sdnet.checkpoint" for n in ("LoadedRun", "load_model", "load_run")},
+    **{n: "sdnet.evaluation" for n in ("EvaluationReport", "evaluate_checkpoint", "evaluate_volumes")},
+    **{n: "sdnet.inference" for n in ("predict_scan", "predict_volume")},
+    **{n: "sdnet.predict" for n in ("predict_inputs",)},
 }
 
 if TYPE_CHECKING:
+    from sdnet.checkpoint import LoadedRun, load_model, load_run
     from sdnet.config import (
         ConfigError,
         DataConfig,
@@ -46,8 +53,11 @@ if TYPE_CHECKING:
         save_config,
     )
     from sdnet.errors import CheckpointError, DataError, SDNetError
+    from sdnet.evaluation import EvaluationReport, evaluate_checkpoint, evaluate_volumes
+    from sdnet.inference import predict_scan, predict_volume
     from sdnet.models import SDNet, Segmenter, UNetSegmenter, build_discriminator, build_sdnet, build_segmenter
-    from sdnet.training import Trainer, TrainResult, load_model
+    from sdnet.predict import predict_inputs
+    from sdnet.training import Trainer, TrainResult
 
 
 def __getattr__(name: str) -> Any:
@@ -63,6 +73,8 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "EvaluationReport",
+    "LoadedRun",
     "LossWeights",
     "ModelConfig",
     "OptimConfig",
@@ -79,7 +91,13 @@ __all__ = [
     "build_discriminator",
     "build_sdnet",
     "build_segmenter",
+    "evaluate_checkpoint",
+    "evaluate_volumes",
     "load_config",
     "load_model",
+    "load_run",
+    "predict_inputs",
+    "predict_scan",
+    "predict_volume",
     "save_config",
 ]

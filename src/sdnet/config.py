@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from sdnet.errors import SDNetError
+from sdnet.outputs import write_text
 
 BinarisationMode = Literal["argmax", "round", "none"]
 TrainMethod = Literal["sdnet", "unet", "gan", "selftrain"]
@@ -41,7 +42,7 @@ class ConfigError(SDNetError, ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the five SDNet networks. Defaults are the authors' ACDC configuration (paper §4.2, facts §1.2).
+    """Sizes of the five SDNet networks. Defaults are the authors' ACDC configuration (paper §4.2, authors-code §1.2).
 
     Attributes:
         image_size: H = W of the (square) input slices, in pixels.
@@ -154,7 +155,7 @@ class LossWeights:
 class OptimConfig:
     """Adam with the Keras inverse-time decay lr_t = lr / (1 + decay · t), t = the optimiser's own updates.
 
-    Keras' ``epsilon`` default is 1e-7 (facts §1.10).
+    Keras' ``epsilon`` default is 1e-7 (authors-code §1.10).
     """
 
     lr: float = 1e-4
@@ -218,7 +219,7 @@ class DataConfig:
         discriminator_masks: which masks D_M sees as "real": ``training`` (default: the masks of every training
             subject, unpaired with the images — the paper's §5.1 "from the set of image-mask pairs from the same
             dataset" and the authors' executor, which loads the whole training split's masks whatever the labelled
-            fraction, facts §1.11) or ``labelled`` (only the labelled subjects' masks: a stricter setting, our
+            fraction, authors-code §1.11) or ``labelled`` (only the labelled subjects' masks: a stricter setting, our
             addition; with 1-3 labelled patients D then learns the shape prior of one to three hearts). Validation
             and test subjects' masks are never used.
         volume_subjects: LV-volume multi-task (paper §5.2): number of *unlabelled* training subjects that come with
@@ -334,7 +335,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training loop (authors' schedule, facts §1.11 and §1.13).
+    """The training loop (authors' schedule, authors-code §1.11 and §1.13).
 
     Attributes:
         method: what is trained (paper §4.3), every method with the same optimiser, schedule, batch size, early
@@ -342,10 +343,10 @@ class TrainConfig:
             encoder's U-Net with a class head, labelled images only), ``gan`` (that U-Net plus the mask
             discriminator's adversarial term on unlabelled images) or ``selftrain`` (that U-Net retrained on its
             own pseudo-labels of the unlabelled images, Bai et al. 2017 without CRF).
-        schedule: SDNet's iteration (``train.method=sdnet``): ``steps`` (the authors' code, facts §1.11: a supervised
-            update on a labelled batch and an unsupervised update on an unlabelled batch, each with its own Adam,
-            each followed by a z-reconstruction update, then the discriminator) or ``joint`` (the paper's single
-            objective, §4.2: one generator update on the λ-weighted sum of every term over the labelled and the
+        schedule: SDNet's iteration (``train.method=sdnet``): ``steps`` (the authors' code, authors-code §1.11: a
+            supervised update on a labelled batch and an unsupervised update on an unlabelled batch, each with its
+            own Adam, each followed by a z-reconstruction update, then the discriminator) or ``joint`` (the paper's
+            single objective, §4.2: one generator update on the λ-weighted sum of every term over the labelled and the
             unlabelled batch, one z-reconstruction update on both batches' anatomy, then the discriminator). With
             ``steps`` the λ of a whole update (λ3 of the unsupervised one, say) cannot change anything, because Adam
             is invariant to a constant scale of its loss; with ``joint`` every λ sets a balance.
@@ -566,8 +567,11 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return apply_overrides(config, overrides)
 
 
+def config_yaml(config: RunConfig) -> str:
+    """The resolved config as YAML text (what ``config.yaml`` holds and ``--print-config`` prints)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from sdnet.outputs import write_text
-
-    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_text(path, config_yaml(config))

@@ -7,7 +7,6 @@ statistics, z not sampled), re-assembled into volumes, and scored with :mod:`sdn
 from __future__ import annotations
 
 import csv
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -18,38 +17,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sdnet.config import RunConfig, apply_overrides
+from sdnet.checkpoint import load_run
+from sdnet.config import RunConfig
+from sdnet.data.nifti import save_nifti
 from sdnet.data.pipeline import PreparedVolume, prepare_data
 from sdnet.data.splits import Split
-from sdnet.errors import CheckpointError, DataError
+from sdnet.errors import DataError
+from sdnet.inference import predict_volume
 from sdnet.metrics import dice_per_class, hd95_per_class, slice_averaged_dice
 from sdnet.models import Segmenter, for_inference
-from sdnet.models.blocks import channel_argmax
 from sdnet.outputs import atomic_output, write_text
-from sdnet.utils import evaluating
-
-
-def predict_probabilities(model: Segmenter, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
-    """Class probabilities of every slice of a volume, in eval mode (restored afterwards).
-
-    Args:
-        model: a trained SDNet or baseline U-Net (anything with ``segment``).
-        image: (S, 1, H, W) float in [−1, 1].
-        batch_size: slices per forward pass.
-
-    Returns:
-        (S, n_classes, H, W) float on the CPU.
-    """
-    out = []
-    with evaluating(model) as device:  # type: ignore[arg-type]
-        for start in range(0, image.shape[0], batch_size):
-            out.append(model.segment(image[start : start + batch_size].to(device)).probabilities.cpu())
-    return torch.cat(out)
-
-
-def predict_volume(model: Segmenter, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
-    """(S, H, W) int64 class indices of every slice of ``image`` (S, 1, H, W)."""
-    return channel_argmax(predict_probabilities(model, image, batch_size=batch_size)).squeeze(1)
 
 
 @dataclass
@@ -215,7 +192,6 @@ def write_volume_masks(model: Segmenter, volumes: Sequence[PreparedVolume], out_
     Returns:
         (the prediction folder, the truth folder).
     """
-    from sdnet.data.nifti import save_nifti
 
     pred_dir, truth_dir = Path(out_dir) / "pred", Path(out_dir) / "truth"
     for v in volumes:
@@ -267,25 +243,33 @@ def evaluate_checkpoint(
         CheckpointError: unreadable checkpoint.
         DataError: when the split holds no labelled volumes of that part (or the data cannot be read).
     """
-    from sdnet.training import load_model  # not at module level: the trainer imports this module
-
-    model, config, state = load_model(checkpoint, device=device)
-    if data_root is not None:
-        config = apply_overrides(config, [f"data.root={json.dumps(str(data_root))}"])
-    try:
-        split = Split.from_dict(state["split"])
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{checkpoint}: no subject split is stored with this model, so its test subjects are "
-                              "unknown; segment scans with `sdnet predict` and compare masks with `sdnet indices "
-                              "--reference`") from None
+    run = load_run(checkpoint, data_root, device=device)
+    model, config, state = run.model, run.config, run.state
+    split = run.require_split(checkpoint)
     if volumes is None:
         data = prepare_data(config.data, image_size=config.model.image_size, n_classes=config.model.n_classes,
                             split=split)
         volumes = data.test if part == "test" else data.val
     if not volumes:
         raise DataError(f"{checkpoint}: no labelled {part} volumes in {config.data.root}")
-    class_names = [str(n) for n in state["class_names"]]
+    class_names = list(run.class_names)
     report = evaluate_volumes(model, volumes, class_names=class_names, with_hd95=with_hd95)
     history = tuple(dict(h) for h in (state.get("history") or []))
     return CheckpointEvaluation(report=report, config=config, split=split, volumes=tuple(volumes), model=model,
                                 class_names=tuple(class_names), history=history)
+
+
+def example_slices(volumes: Sequence[PreparedVolume], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One slice from each of the first ``count`` volumes, the one with the most foreground: what
+    ``sdnet evaluate --figures`` shows.
+
+    Returns:
+        images (N, 1, H, W) and labels (N, H, W), N = min(count, len(volumes)).
+    """
+    picks = []
+    for vol in volumes[:count]:
+        k = int((vol.label > 0).flatten(1).sum(1).argmax())
+        picks.append((vol.image[k], vol.label[k]))
+    if not picks:
+        raise DataError("no volumes to take example slices from")
+    return torch.stack([p[0] for p in picks]), torch.stack([p[1] for p in picks])

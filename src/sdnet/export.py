@@ -12,8 +12,8 @@ An export folder holds:
 * optionally ``model.onnx`` — image (B, 1, H, W) in [−1, 1] after the model's preprocessing → class
   probabilities (B, K, H, W), checked against PyTorch on random inputs when written.
 
-:func:`sdnet.training.load_model` (and so ``predict``, ``evaluate`` and the analyses) reads an export folder like a
-checkpoint.
+:mod:`sdnet.checkpoint` reads it back: :func:`~sdnet.checkpoint.load_model` (and so ``predict``, ``evaluate`` and the
+analyses) reads an export folder like a checkpoint.
 """
 
 from __future__ import annotations
@@ -29,24 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdnet.config import RunConfig, from_dict, to_dict
-from sdnet.errors import CheckpointError, SDNetError
+from sdnet.checkpoint import EXPORT_FORMAT, EXPORT_VERSION, META, WEIGHTS, load_model
+from sdnet.config import RunConfig, to_dict
+from sdnet.errors import SDNetError
 from sdnet.outputs import atomic_output, check_writable, write_text
-from sdnet.training.checkpoint import mismatch_summary
 
-EXPORT_FORMAT = "sdnet-export"
-EXPORT_VERSION = 1
-WEIGHTS = "model.safetensors"
-META = "model.json"
 CARD = "MODEL_CARD.md"
 ONNX = "model.onnx"
-
-
-def is_export(path: str | Path) -> bool:
-    """Whether ``path`` is an export folder (or its ``model.safetensors``)."""
-    p = Path(path)
-    return (p.is_dir() and (p / WEIGHTS).is_file() and (p / META).is_file()) or (
-        p.name == WEIGHTS and (p.parent / META).is_file())
 
 
 def _test_scores(run_dir: Path) -> dict[str, Any]:
@@ -130,7 +119,6 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = Fa
     from safetensors.torch import save_file
 
     import sdnet
-    from sdnet.training import load_model
 
     model, config, state = load_model(checkpoint)
     src = Path(checkpoint)
@@ -218,43 +206,3 @@ def onnx_max_difference(model: nn.Module, path: str | Path, image: torch.Tensor)
         want = (model.segment(image).probabilities if not isinstance(model, _SegmentationPath)  # type: ignore[operator]
                 else model(image)).numpy()
     return float(np.max(np.abs(got - want)))
-
-
-def load_export(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig, dict[str, Any]]:
-    """Rebuild an exported model: (model in eval mode, its config, a checkpoint-like dict with ``labels``,
-    ``class_names``, ``method``, ``config`` and ``split``).
-
-    Raises:
-        CheckpointError: a damaged or foreign folder, or weights that do not fit the config.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from sdnet.models import build_segmenter
-
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
-    try:
-        meta = json.loads((folder / META).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder / META}: not a readable export ({type(exc).__name__})") from None
-    if meta.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{folder}: not an sdnet export folder")
-    if int(meta.get("version", -1)) > EXPORT_VERSION:
-        raise CheckpointError(f"{folder}: export version {meta.get('version')} is newer than this sdnet")
-    try:
-        tensors = load_file(str(folder / WEIGHTS), device=str(device))
-    except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"{folder / WEIGHTS}: not readable ({exc})") from None
-    config = from_dict(RunConfig, meta["config"])
-    model = build_segmenter(config.model, config.train.method).to(device)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{folder}: the weights do not match the config in {META} "
-                              f"({mismatch_summary(exc)})") from None
-    model.eval()
-    state = {"format": EXPORT_FORMAT, "method": meta["method"], "config": meta["config"], "labels": meta["labels"],
-             "class_names": meta["class_names"], "split": meta["provenance"].get("split") or {},
-             "history": [], "export": meta}
-    return model, config, state

@@ -1,4 +1,5 @@
-"""Segment NIfTI volumes and write the masks back on the input's own grid (same shape, voxel order and header).
+"""Segment slices and volumes; segment scans and write the masks back on the input's own grid (same shape, voxel
+order and header).
 
 A scan is read in the library's orientation convention (:mod:`sdnet.data.orientation`), or in the one the
 checkpoint was trained in (``data.orientation=legacy`` for checkpoints from before the convention). The model works
@@ -6,6 +7,9 @@ on the preprocessed grid (resampled to the target spacing, optionally resized, c
 :func:`to_input_grid` undoes those steps on the class *probabilities* (inverse crop/pad, bilinear resize back
 through each step), then takes the argmax; the mask is then mapped back to the file's own voxel order and written
 with the input's header (qform and sform), so it overlays the original image in any viewer.
+
+:func:`predict_probabilities` / :func:`predict_volume` (a preprocessed (S, 1, H, W) stack → probabilities / labels)
+are the slice-level primitives that evaluation, self-training's pseudo-labels and the analyses use as well.
 """
 
 from __future__ import annotations
@@ -23,9 +27,32 @@ from sdnet.data.orientation import LEGACY, legacy_to_canonical
 from sdnet.data.pipeline import preprocess_volume
 from sdnet.data.scans import Scan, read_nifti_scan
 from sdnet.data.volumes import DatasetInfo, Volume
-from sdnet.evaluation import predict_probabilities
 from sdnet.models import Segmenter, for_inference
 from sdnet.models.blocks import channel_argmax
+from sdnet.utils import evaluating
+
+
+def predict_probabilities(model: Segmenter, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
+    """Class probabilities of every slice of a volume, in eval mode (restored afterwards).
+
+    Args:
+        model: a trained SDNet or baseline U-Net (anything with ``segment``).
+        image: (S, 1, H, W) float in [−1, 1].
+        batch_size: slices per forward pass.
+
+    Returns:
+        (S, n_classes, H, W) float on the CPU.
+    """
+    out = []
+    with evaluating(model) as device:  # type: ignore[arg-type]
+        for start in range(0, image.shape[0], batch_size):
+            out.append(model.segment(image[start : start + batch_size].to(device)).probabilities.cpu())
+    return torch.cat(out)
+
+
+def predict_volume(model: Segmenter, image: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
+    """(S, H, W) int64 class indices of every slice of ``image`` (S, 1, H, W)."""
+    return channel_argmax(predict_probabilities(model, image, batch_size=batch_size)).squeeze(1)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: floa
 
     L_segm = 1 − 2 · E_x[(Σ_{h,w,l} m·p + ε) / (Σ_{h,w,l} (m + p) + ε)]
 
-    As in the authors' code (facts §1.9), ε = 0.1 sits inside the factor 2, so a perfect prediction scores
+    As in the authors' code (authors-code §1.9), ε = 0.1 sits inside the factor 2, so a perfect prediction scores
     slightly below 0. Background is excluded: pass foreground channels only.
 
     Args:

@@ -35,7 +35,7 @@ def dice_per_class(prediction: np.ndarray, target: np.ndarray, n_classes: int) -
 def slice_averaged_dice(
     prediction: np.ndarray, target: np.ndarray, n_classes: int, *, empty_score: float = 1.0
 ) -> np.ndarray:
-    """The authors' per-slice Dice averaged over the slices of a volume (facts §1.14), per class: the number the
+    """The authors' per-slice Dice averaged over the slices of a volume (authors-code §1.14), per class: the number the
     paper's tables report.
 
     A slice where a class is absent from both prediction and target scores ``empty_score``: 1 by default, as the

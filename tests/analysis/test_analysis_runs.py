@@ -12,7 +12,7 @@ import torch
 
 from helpers import tiny_config
 from sdnet.analysis.probes import modality_probe
-from sdnet.analysis.runs import _encode_mu, _slice_labels, load_analysis_input
+from sdnet.analysis.run_io import encode_mu, load_analysis_input, slice_labels
 from sdnet.cli import main
 from sdnet.training import Trainer
 
@@ -66,10 +66,10 @@ def test_a_modality_encoder_that_ignores_its_input_gives_chance_accuracy(mrct_ru
         head = data.model.modality_encoder.mu
         head.weight.zero_()
         head.bias.fill_(0.3)
-    mu_train, _, _ = _encode_mu(data.model, data.train)
-    mu_test, _, _ = _encode_mu(data.model, data.test)
-    probe = modality_probe(mu_train, _slice_labels(data.train, "modality"), mu_test,
-                           _slice_labels(data.test, "modality"))
+    mu_train, _, _ = encode_mu(data.model, data.train)
+    mu_test, _, _ = encode_mu(data.model, data.test)
+    probe = modality_probe(mu_train, slice_labels(data.train, "modality"), mu_test,
+                           slice_labels(data.test, "modality"))
     assert probe.accuracy == pytest.approx(probe.chance, abs=1e-9)
 
 

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
+from sdnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from sdnet.config import apply_overrides
 from sdnet.data.nifti import load_nifti
 from sdnet.data.orientation import canonical_ornt, from_canonical, inverse_ornt, to_canonical
 from sdnet.data.readers import read_ssl4mis
 from sdnet.inference import predict_nifti
-from sdnet.training import Trainer, load_model
-from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
+from sdnet.training import Trainer
 
 
 def _rotation(degrees: float, axis: int) -> np.ndarray:

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from helpers import tiny_config
+from sdnet.checkpoint import load_checkpoint, load_model
 from sdnet.config import ConfigError, RunConfig, TrainConfig, apply_overrides
 from sdnet.errors import CheckpointError
 from sdnet.evaluation import evaluate_volumes
 from sdnet.models import SDNet, UNetSegmenter
-from sdnet.training import Trainer, load_model
-from sdnet.training.checkpoint import load_checkpoint
+from sdnet.training import Trainer
 from sdnet.training.methods import selftrain_stage_end
 
 

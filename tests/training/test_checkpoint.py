@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
+from sdnet.checkpoint import load_checkpoint, save_checkpoint
 from sdnet.errors import CheckpointError
-from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 class _Exploit:

@@ -15,7 +15,7 @@ import yaml
 from helpers import tiny_config
 from sdnet.config import to_dict
 from sdnet.errors import SDNetError
-from sdnet.training.checkpoint import RunLock
+from sdnet.training.run_lock import RunLock
 
 
 def test_second_writer_is_refused_and_stale_locks_are_taken_over(tmp_path: Path):
@@ -30,7 +30,7 @@ def test_second_writer_is_refused_and_stale_locks_are_taken_over(tmp_path: Path)
 
 
 def _other_process_lock(run: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", "import sys; from sdnet.training.checkpoint import RunLock; "
+    out = subprocess.run([sys.executable, "-c", "import sys; from sdnet.training.run_lock import RunLock; "
                           f"RunLock({str(run)!r}).acquire()"], capture_output=True, text=True)
     if out.returncode != 0:
         raise SDNetError(out.stderr.strip().splitlines()[-1].split(": ", 1)[-1])

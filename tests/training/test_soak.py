@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from helpers import tiny_config
+from sdnet.checkpoint import load_checkpoint
 from sdnet.config import to_dict
-from sdnet.training.checkpoint import load_checkpoint
 
 KILLS = 20
 STEPS_PER_EPOCH, EPOCHS = 50, 30

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from helpers import tiny_config
+from sdnet.checkpoint import load_checkpoint
 from sdnet.config import apply_overrides
 from sdnet.training import Trainer
-from sdnet.training.checkpoint import load_checkpoint
 
 
 def _records(run_dir: Path) -> list[dict]:

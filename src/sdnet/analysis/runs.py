@@ -8,100 +8,52 @@ modality probe); numbers are reported on held-out subjects (the split's test sub
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
-from sdnet.config import RunConfig, apply_overrides
-from sdnet.data.pipeline import PreparedVolume, PreprocessedVolume, load_preprocessed
-from sdnet.data.splits import Split
+from sdnet.analysis.arithmetic import (
+    arithmetic_figure,
+    channel_arithmetic,
+    interpolation_figure,
+    match_channels,
+    z_interpolation,
+)
+from sdnet.analysis.probes import (
+    FactorStatistics,
+    distance_correlation,
+    factor_statistics,
+    linear_probe,
+    modality_probe,
+)
+from sdnet.analysis.run_io import (
+    anatomy_maps,
+    encode_batches,
+    encode_mu,
+    evenly_spaced,
+    image_grid,
+    jsonable,
+    load_analysis_input,
+    mean_std_text,
+    phantom_truth,
+    prepared_volumes,
+    slice_labels,
+    volume_images,
+    write_numbers,
+)
+from sdnet.analysis.transfer import histogram_matched, score_transfer, transfer
+from sdnet.analysis.volume import compare_volumes, lv_volumes, paired_difference
+from sdnet.data.pipeline import PreprocessedVolume
 from sdnet.errors import SDNetError
+from sdnet.evaluation import evaluate_checkpoint
 from sdnet.models import SDNet
-from sdnet.outputs import atomic_output, save_figure, write_text
-
-if TYPE_CHECKING:
-    from sdnet.analysis.probes import FactorStatistics
-
-
-@dataclass(frozen=True)
-class AnalysisInput:
-    """A checkpoint's model with its data: the preprocessed volumes of the saved split, by part.
-
-    Attributes:
-        model: the trained SDNet (eval mode).
-        config: the run's config (with the data overrides of the analysis applied).
-        split: the saved subject split.
-        class_names: foreground class names 1..L.
-        train / test: preprocessed volumes of the training / test subjects (every phase, labelled or not, every
-            modality read).
-    """
-
-    model: SDNet
-    config: RunConfig
-    split: Split
-    class_names: tuple[str, ...]
-    train: tuple[PreprocessedVolume, ...]
-    test: tuple[PreprocessedVolume, ...]
-
-
-def load_analysis_input(checkpoint: str | Path, *, data_root: str | Path | None = None,
-                        modality: str | None = None) -> AnalysisInput:
-    """Load a checkpoint, its config and split, and the volumes of its training and test subjects.
-
-    Args:
-        checkpoint: a ``.pt`` file or a run folder (``best.pt``).
-        data_root: the dataset folder when it moved since training.
-        modality: read these modalities instead of the trained ones (e.g. ``MR+CT`` for a transfer study).
-
-    Raises:
-        SDNetError: the checkpoint is not an SDNet (a baseline U-Net has no factors to analyse), or the data
-            cannot be read.
-    """
-    from sdnet.training import load_model  # the trainer imports the library; keep this module below it
-
-    model, config, state = load_model(checkpoint)
-    if not isinstance(model, SDNet):
-        raise SDNetError(f"{checkpoint}: a {type(model).__name__} has no anatomy and modality factors to analyse "
-                         f"(train.method={config.train.method}); analyse an SDNet checkpoint")
-    overrides = []
-    if data_root is not None:
-        overrides.append(f"data.root={json.dumps(str(data_root))}")
-    if modality is not None:
-        overrides += [f"data.modality={json.dumps(modality)}", 'data.modality_mix=""']
-    if overrides:
-        config = apply_overrides(config, overrides)
-    split = Split.from_dict(state["split"])
-    _, volumes = load_preprocessed(config.data, config.model.image_size)
-    model.eval()
-    train = tuple(v for v in volumes if v.subject_id in set(split.train))
-    test = tuple(v for v in volumes if v.subject_id in set(split.test))
-    if not test:
-        raise SDNetError(f"{config.data.root}: none of the checkpoint's {len(split.test)} test subjects found")
-    return AnalysisInput(model=model, config=config, split=split,
-                         class_names=tuple(str(n) for n in state["class_names"]), train=train, test=test)
-
-
-def _prepared(volumes: Sequence[PreprocessedVolume]) -> list[PreparedVolume]:
-    return [PreparedVolume.from_preprocessed(v) for v in volumes if v.label is not None]
-
-
-def _fmt(pair: tuple[float, float], digits: int = 3) -> str:
-    mean, std = pair
-    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _write(out: Path, name: str, numbers: dict[str, Any], lines: list[str]) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    write_text(json_path, json.dumps(numbers, indent=1, default=float))
-    write_text(md_path, "\n".join(lines) + "\n")
-    return json_path, md_path
+from sdnet.outputs import atomic_output, save_figure
 
 
 def analyse_transfer(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
@@ -114,11 +66,9 @@ def analyse_transfer(checkpoint: str | Path, out: str | Path, *, data_root: str 
         The numbers written to ``transfer.json``: one entry per direction (see
         :class:`~sdnet.analysis.transfer.TransferScores`).
     """
-    from sdnet.analysis.transfer import histogram_matched, score_transfer, transfer
-
     a, b = modalities
     data = load_analysis_input(checkpoint, data_root=data_root, modality=f"{a}+{b}")
-    test = _prepared(data.test)
+    test = prepared_volumes(data.test)
     n_classes = len(data.class_names) + 1
     results = {f"{src}->{dst}": asdict(score_transfer(data.model, test, source=src, target=dst, n_classes=n_classes))
                for src, dst in ((a, b), (b, a))}
@@ -130,11 +80,11 @@ def analyse_transfer(checkpoint: str | Path, out: str | Path, *, data_root: str 
              "| direction | slices | PSNR transfer | PSNR hist. matching | SSIM transfer | SSIM hist. matching "
              "| Dice transferred | Dice source |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['n_slices']} | {_fmt(r['psnr'], 2)} | {_fmt(r['baseline_psnr'], 2)} | "
-                     f"{_fmt(r['ssim'])} | {_fmt(r['baseline_ssim'])} | {r['dice_transfer']:.3f} | "
-                     f"{r['dice_source']:.3f} |")
+        lines.append(f"| {name} | {r['n_slices']} | {mean_std_text(r['psnr'], 2)} | "
+                     f"{mean_std_text(r['baseline_psnr'], 2)} | {mean_std_text(r['ssim'])} | "
+                     f"{mean_std_text(r['baseline_ssim'])} | {r['dice_transfer']:.3f} | {r['dice_source']:.3f} |")
     out_dir = Path(out)
-    _write(out_dir, "transfer", {"checkpoint": str(checkpoint), "directions": results}, lines)
+    write_numbers(out_dir, "transfer", {"checkpoint": str(checkpoint), "directions": results}, lines)
     # figure: anatomy image A, modality image B, g(s_A, z_B), histogram matching, truth
     by_key = {(v.subject_id, v.phase, v.modality): v for v in test}
     subjects = sorted({v.subject_id for v in test})
@@ -150,58 +100,9 @@ def analyse_transfer(checkpoint: str | Path, out: str | Path, *, data_root: str 
             moved = transfer(data.model, va.image[k:k + 1], vb.image[k:k + 1])[0, 0].numpy()
             hm = histogram_matched(va.image[k, 0].numpy(), vb.image[k, 0].numpy())
             rows.append([va.image[k, 0].numpy(), vb.image[k, 0].numpy(), moved, hm, vt.image[k, 0].numpy()])
-    _image_grid(rows, ["anatomy image A", "modality image B", "g(s_A, z_B)", "histogram matching", "truth"],
+    image_grid(rows, ["anatomy image A", "modality image B", "g(s_A, z_B)", "histogram matching", "truth"],
                 out_dir / "transfer.png")
     return results
-
-
-def _image_grid(rows: list[list[np.ndarray]], titles: list[str], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(rows), len(titles), figsize=(2.0 * len(titles), 2.0 * len(rows)), squeeze=False)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            ax = axes[r][c]
-            ax.imshow(image, cmap="gray", vmin=-1, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-@torch.inference_mode()
-def _encode_batches(model: SDNet, images: torch.Tensor, *, pool: int | None = None, batch_size: int = 32
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """μ and log σ² (each (N, n_z)) and the anatomy maps s (N, C, H, W), or s average-pooled to pool × pool in each
-    batch (memory), of images (N, 1, H, W), encoded in batches with z = μ; on the CPU."""
-    mus, logvars, anatomies = [], [], []
-    device = next(model.parameters()).device
-    for start in range(0, images.shape[0], batch_size):
-        enc = model.encode(images[start:start + batch_size].to(device), sample=False)
-        mus.append(enc.modality.mu.cpu())
-        logvars.append(enc.modality.logvar.cpu())
-        s = enc.anatomy if pool is None else torch.nn.functional.adaptive_avg_pool2d(enc.anatomy, pool)
-        anatomies.append(s.cpu())
-    return torch.cat(mus), torch.cat(logvars), torch.cat(anatomies)
-
-
-def _volume_images(volumes: Sequence[PreprocessedVolume]) -> torch.Tensor:
-    """Every slice of the volumes, (N, 1, H, W)."""
-    return torch.from_numpy(np.concatenate([v.image for v in volumes])) if volumes else torch.zeros(0, 1, 1, 1)
-
-
-def _encode_mu(model: SDNet, volumes: Sequence[PreprocessedVolume]) -> tuple[np.ndarray, ...]:
-    """μ, log σ² (each (N, n_z)) and the flattened anatomy maps (N, C·16·16, pooled to 16×16) of every slice."""
-    mu, logvar, anatomy = _encode_batches(model, _volume_images(volumes), pool=16)
-    return mu.numpy(), logvar.numpy(), anatomy.flatten(1).numpy()
 
 
 def posterior_statistics(checkpoint: str | Path, *, data_root: str | Path | None = None) -> FactorStatistics:
@@ -222,29 +123,17 @@ def factor_sizes(checkpoint: str | Path, *, data_root: str | Path | None = None)
     return _test_factors(data.model, data.test)
 
 
-def _evenly_spaced(n: int, k: int) -> np.ndarray:
-    """min(k, n) indices spread evenly over range(n) (first and last included)."""
-    indices: np.ndarray = np.linspace(0, n - 1, min(k, n)).round().astype(int)
-    return indices
-
-
 def _test_factors(model: SDNet, volumes: Sequence[PreprocessedVolume], *,
                   max_slices: int | None = None) -> tuple[FactorStatistics, np.ndarray]:
     """:func:`~sdnet.analysis.probes.factor_statistics` of μ and log σ² on the volumes' slices (at most
     ``max_slices``, evenly spaced), and the mean of each anatomy channel over the same slices' pixels, (C,)."""
-    from sdnet.analysis.probes import factor_statistics
-
-    images = _volume_images(volumes)
+    images = volume_images(volumes)
     if max_slices is not None:
-        images = images[torch.from_numpy(_evenly_spaced(len(images), max_slices))]
+        images = images[torch.from_numpy(evenly_spaced(len(images), max_slices))]
     with torch.inference_mode():
-        mu, logvar, anatomy = _encode_batches(model, images, pool=1)  # anatomy: (N, C, 1, 1) per-slice means
+        mu, logvar, anatomy = encode_batches(model, images, pool=1)  # anatomy: (N, C, 1, 1) per-slice means
     usage: np.ndarray = anatomy.flatten(1).mean(dim=0).numpy().astype(np.float64)  # equal-size slices
     return factor_statistics(mu.numpy(), logvar.numpy()), usage
-
-
-def _slice_labels(volumes: Sequence[PreprocessedVolume], what: str) -> np.ndarray:
-    return np.concatenate([np.full(v.image.shape[0], getattr(v, what)) for v in volumes]) if volumes else np.zeros(0)
 
 
 def analyse_modality(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
@@ -258,22 +147,20 @@ def analyse_modality(checkpoint: str | Path, out: str | Path, *, data_root: str 
     * distance correlation between the anatomy maps s (average-pooled to 16×16) and μ on the test slices (Liu et
       al. 2021): near 0 when z carries no anatomy.
     """
-    from sdnet.analysis.probes import distance_correlation, factor_statistics, modality_probe
-
     data = load_analysis_input(checkpoint, data_root=data_root, modality=modality)
     names = data.config.data.modalities
     if len(names) < 2:
         raise SDNetError(f"modality estimation needs two or more modalities, got data.modality={modality!r}")
-    mu_train, _, _ = _encode_mu(data.model, data.train)
-    y_train = _slice_labels(data.train, "modality")
-    keep = _evenly_spaced(len(y_train), max_train_slices)
-    mu_test, logvar_test, s_test = _encode_mu(data.model, data.test)
-    y_test = _slice_labels(data.test, "modality")
+    mu_train, _, _ = encode_mu(data.model, data.train)
+    y_train = slice_labels(data.train, "modality")
+    keep = evenly_spaced(len(y_train), max_train_slices)
+    mu_test, logvar_test, s_test = encode_mu(data.model, data.test)
+    y_test = slice_labels(data.test, "modality")
     probe = modality_probe(mu_train[keep], y_train[keep], mu_test, y_test, seed=seed)
     stats = factor_statistics(mu_test, logvar_test)
     dcor_s_z = distance_correlation(s_test, mu_test, seed=seed)
-    numbers = {"checkpoint": str(checkpoint), "modalities": list(names), "probe": _jsonable(asdict(probe)),
-               "factors": _jsonable(asdict(stats)), "distance_correlation_s_z": dcor_s_z}
+    numbers = {"checkpoint": str(checkpoint), "modalities": list(names), "probe": jsonable(asdict(probe)),
+               "factors": jsonable(asdict(stats)), "distance_correlation_s_z": dcor_s_z}
     lines = [f"# Modality estimation from z ({checkpoint})", "",
              f"Logistic regression on μ: fitted on {probe.n_train} training slices, scored on {probe.n_test} slices "
              f"of {len(data.split.test)} held-out subjects ({', '.join(names)}).", "",
@@ -284,20 +171,8 @@ def analyse_modality(checkpoint: str | Path, out: str | Path, *, data_root: str 
              "| z dimension | mean posterior variance | variance of μ | KL (nats) |", "|---|---|---|---|"]
     for i in range(mu_test.shape[1]):
         lines.append(f"| z{i} | {stats.mean_variance[i]:.3f} | {stats.mu_variance[i]:.3f} | {stats.kl[i]:.3f} |")
-    _write(Path(out), "modality", numbers, lines)
+    write_numbers(Path(out), "modality", numbers, lines)
     return numbers
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
@@ -307,23 +182,15 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
     ``arithmetic.png``) and the z-interpolation grid with correlation and difference images (Figure 8,
     ``interpolation.png``). Channels are matched to classes on the *training* subjects' labelled slices (at most
     ``max_match_slices``, evenly spaced)."""
-    from sdnet.analysis.arithmetic import (
-        arithmetic_figure,
-        channel_arithmetic,
-        interpolation_figure,
-        match_channels,
-        z_interpolation,
-    )
-
     data = load_analysis_input(checkpoint, data_root=data_root)
     labelled = [v for v in data.train if v.label is not None]
     if not labelled:
         raise SDNetError("no labelled training slices to match anatomy channels to classes")
     x_train = torch.from_numpy(np.concatenate([v.image for v in labelled]))
     y_train = torch.from_numpy(np.concatenate([v.label for v in labelled if v.label is not None]))
-    keep = torch.from_numpy(_evenly_spaced(len(x_train), max_match_slices))
+    keep = torch.from_numpy(evenly_spaced(len(x_train), max_match_slices))
     x_train, y_train = x_train[keep], y_train[keep]  # evenly spaced: s of every slice would not fit in memory
-    s_train = _encode_batches(data.model, x_train)[2]
+    s_train = encode_batches(data.model, x_train)[2]
     channels = match_channels(s_train, y_train, data.class_names)
     picks = []
     for v in [v for v in data.test if v.label is not None][:images]:
@@ -358,23 +225,8 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
     for i, (c, d) in enumerate(zip(numbers["mean_abs_correlation_per_dimension"],
                                    numbers["mean_abs_difference_per_dimension"], strict=True)):
         lines.append(f"| z{i} | {c:.3f} | {d:.3f} | {factors.mean_variance[i]:.3f} | {factors.kl[i]:.3f} |")
-    _write(out_dir, "arithmetic", numbers, lines)
+    write_numbers(out_dir, "arithmetic", numbers, lines)
     return numbers
-
-
-def _phantom_truth(root: str | Path) -> dict[str, dict[str, Any]]:
-    """subject id -> its ``phantom.json`` entry (anatomy and per-modality rendering parameters)."""
-    path = Path(root) / "phantom.json"
-    try:
-        meta = json.loads(path.read_text())
-        return {str(e["id"]): e for e in meta["subjects"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SDNetError(f"{path}: the true factors need a phantom written by `sdnet phantom` ({exc})") from None
-
-
-def _anatomy_maps(model: SDNet, volumes: Sequence[PreprocessedVolume]) -> torch.Tensor:
-    """The anatomy maps s (N, C, H, W) of every slice of the volumes."""
-    return _encode_batches(model, _volume_images(volumes))[2]
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -417,17 +269,15 @@ def analyse_disentanglement(checkpoint: str | Path, out: str | Path, *, data_roo
       (:data:`ANATOMY_TARGETS`), with the anatomy also probed from s (average-pooled to 8×8) for contrast;
     * **distance correlation** between s (pooled to 16×16) and μ on the test slices.
     """
-    from sdnet.analysis.probes import distance_correlation, linear_probe
-
     a, b = modalities
     data = load_analysis_input(checkpoint, data_root=data_root, modality=f"{a}+{b}")
-    truth = _phantom_truth(data.config.data.root)
+    truth = phantom_truth(data.config.data.root)
     by_key = {(v.subject_id, v.phase, v.modality): v for v in data.test}
     pairs = sorted({(sid, ph) for sid, ph, m in by_key if m == a and (sid, ph, b) in by_key})
     if len(pairs) < 2:
         raise SDNetError(f"no test subjects rendered in both {a} and {b}")
-    s_a = _anatomy_maps(data.model, [by_key[(sid, ph, a)] for sid, ph in pairs])
-    s_b = _anatomy_maps(data.model, [by_key[(sid, ph, b)] for sid, ph in pairs])
+    s_a = anatomy_maps(data.model, [by_key[(sid, ph, a)] for sid, ph in pairs])
+    s_b = anatomy_maps(data.model, [by_key[(sid, ph, b)] for sid, ph in pairs])
     subjects = sorted({sid for sid, _ in pairs})
     same = _channel_dice(s_a, s_b)
     unrelated = []  # (anatomy X in modality a, another subject's anatomy at the same phase and slices)
@@ -435,16 +285,16 @@ def analyse_disentanglement(checkpoint: str | Path, out: str | Path, *, data_roo
         other = by_key.get((subjects[(subjects.index(sid) + 1) % len(subjects)], ph, a))
         if other is not None and other.image.shape == by_key[(sid, ph, a)].image.shape:
             unrelated.append((by_key[(sid, ph, a)], other))
-    different = _channel_dice(_anatomy_maps(data.model, [x for x, _ in unrelated]),
-                              _anatomy_maps(data.model, [y for _, y in unrelated])) if unrelated else []
+    different = _channel_dice(anatomy_maps(data.model, [x for x, _ in unrelated]),
+                              anatomy_maps(data.model, [y for _, y in unrelated])) if unrelated else []
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "modalities": [a, b],
                                "s_invariance": {"same_anatomy_dice": same, "different_anatomy_dice": different,
                                                 "same_anatomy_mean": _nanmean(same),
                                                 "different_anatomy_mean": _nanmean(different)}}
-    mu_train, _, s_train = _encode_mu(data.model, data.train)
-    mu_test, _, s_test = _encode_mu(data.model, data.test)
+    mu_train, _, s_train = encode_mu(data.model, data.train)
+    mu_test, _, s_test = encode_mu(data.model, data.test)
     results["distance_correlation_s_z"] = distance_correlation(s_test, mu_test, seed=seed)
-    train_modality, test_modality = _slice_labels(data.train, "modality"), _slice_labels(data.test, "modality")
+    train_modality, test_modality = slice_labels(data.train, "modality"), slice_labels(data.test, "modality")
     r2_params: dict[str, dict[str, float]] = {}
     for m in (a, b):
         tr = [v for v in data.train if v.modality == m]
@@ -487,73 +337,8 @@ def analyse_disentanglement(checkpoint: str | Path, out: str | Path, *, data_roo
     for m, r in r2_params.items():
         lines += ["", f"| {m} rendering parameter | R² from z |", "|---|---|"]
         lines += [f"| {n} | {v:.3f} |" for n, v in r.items()]
-    _write(Path(out), "disentanglement", _jsonable(results), lines)
+    write_numbers(Path(out), "disentanglement", jsonable(results), lines)
     return results
-
-
-def _dataset_modalities(root: str | Path) -> tuple[str, ...]:
-    """The renderings of a phantom folder (empty for other datasets)."""
-    path = Path(root) / "phantom.json"
-    if not path.is_file():
-        return ()
-    try:
-        return tuple(str(m) for m in json.loads(path.read_text())["modalities"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return ()
-
-
-def analyse_report(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None
-                   ) -> dict[str, Any]:
-    """Run every analysis that applies to the checkpoint's data and write one HTML page, ``report.html``.
-
-    Latent arithmetic always applies; on a phantom with MR and CT renderings also modality transfer, modality
-    estimation and the disentanglement measures; the LV volume when the model has an area regressor; and modality
-    estimation of the subtle MR / BOLD pair when the phantom has it. Each analysis keeps its own JSON, Markdown and
-    figures beside the page; the page shows the Markdown summaries (rendered with the ``markdown`` package) and
-    the figures.
-
-    Returns:
-        analysis name -> its numbers (as in its JSON file).
-    """
-    import markdown
-
-    from sdnet.training import load_model
-
-    out_dir = Path(out)
-    _, config, _ = load_model(checkpoint)
-    root = data_root if data_root is not None else config.data.root
-    available = _dataset_modalities(root)
-    numbers: dict[str, Any] = {}
-    sections: list[tuple[str, str, list[str]]] = []  # (title, markdown file, figures)
-    numbers["arithmetic"] = analyse_arithmetic(checkpoint, out_dir, data_root=data_root)
-    sections.append(("Latent arithmetic (paper §5.5)", "arithmetic.md", []))
-    if {"MR", "CT"} <= set(available):
-        numbers["transfer"] = analyse_transfer(checkpoint, out_dir, data_root=data_root)
-        sections.append(("Modality transfer (paper §5.3.2)", "transfer.md", ["transfer.png"]))
-        numbers["modality"] = analyse_modality(checkpoint, out_dir, data_root=data_root, modality="MR+CT")
-        sections.append(("Modality estimation, MR vs CT (paper §5.4)", "modality.md", []))
-        numbers["disentanglement"] = analyse_disentanglement(checkpoint, out_dir, data_root=data_root)
-        sections.append(("Disentanglement measures", "disentanglement.md", []))
-    if config.model.area_regressor:
-        numbers["volume"] = analyse_volume(checkpoint, out_dir, data_root=data_root)
-        sections.append(("LV volume (paper §5.2)", "volume.md", ["volume.png"]))
-    if {"MR", "BOLD"} <= set(available):
-        bold_dir = out_dir / "bold"
-        numbers["modality_bold"] = analyse_modality(checkpoint, bold_dir, data_root=data_root, modality="MR+BOLD")
-        sections.append(("Modality estimation, MR vs BOLD-like (paper §5.4)", "bold/modality.md", []))
-    body = [f"<h1>SDNet analysis report</h1><p>Checkpoint <code>{checkpoint}</code>, data <code>{root}</code>.</p>"]
-    for title, md_file, figures in sections:
-        text = (out_dir / md_file).read_text().split("\n", 1)[1]  # drop the file's own title
-        body.append(f"<h2>{title}</h2>")
-        body.append(markdown.markdown(text, extensions=["tables"]))
-        body += [f'<img src="{fig}" alt="{fig}">' for fig in figures]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 8px}img{max-width:100%}")
-    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SDNet analysis</title><style>{style}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "report.html", html)
-    return numbers
 
 
 def analyse_volume(checkpoint: str | Path, out: str | Path, *, data_root: str | Path | None = None,
@@ -566,14 +351,6 @@ def analyse_volume(checkpoint: str | Path, out: str | Path, *, data_root: str | 
     Raises:
         SDNetError: not an SDNet checkpoint, no area regressor and no LV label, or a baseline with other test subjects.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sdnet.analysis.volume import compare_volumes, lv_volumes, paired_difference
-    from sdnet.evaluation import evaluate_checkpoint
-
     ev = evaluate_checkpoint(checkpoint, data_root=data_root, with_hd95=False)
     model = ev.model
     if not isinstance(model, SDNet):
@@ -632,12 +409,13 @@ def analyse_volume(checkpoint: str | Path, out: str | Path, *, data_root: str | 
         lines.append(f"| mean | {results['dice_change']['before']:.3f} | {results['dice_change']['after']:.3f} | "
                      f"{change:+.3f} | {p:.3g} |")
     out_dir = Path(out)
-    _write(out_dir, "volume", _jsonable(results), lines)
+    write_numbers(out_dir, "volume", jsonable(results), lines)
     with atomic_output(out_dir / "volumes.csv") as tmp_path, tmp_path.open("w") as f:
         f.write(f"subject,phase,modality,true_{unit},regressed_{unit},segmented_{unit}\n")
         for e in estimates:
             f.write(f"{e.subject_id},{e.phase},{e.modality},{e.true:.3f},{e.regressed:.3f},{e.segmented:.3f}\n")
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    fig = Figure(figsize=(4.5, 4.5), dpi=110)
+    ax = fig.subplots()
     true = [e.true for e in estimates]
     if model.area_regressor is not None:
         ax.scatter(true, [e.regressed for e in estimates], s=14, label="area regressor on s")
@@ -650,5 +428,4 @@ def analyse_volume(checkpoint: str | Path, out: str | Path, *, data_root: str | 
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     save_figure(fig, out_dir / "volume.png")
-    plt.close(fig)
     return results

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from sdnet.data.pipeline import PreparedVolume
 from sdnet.errors import SDNetError
+from sdnet.inference import predict_volume
 from sdnet.metrics import dice_per_class
 from sdnet.models import SDNet
 from sdnet.utils import evaluating
@@ -122,8 +123,6 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _mean_dice(model: SDNet, image: Tensor, label: Tensor, n_classes: int) -> float:
-    from sdnet.evaluation import predict_volume
-
     pred = predict_volume(model, image).numpy()
     return float(np.nanmean(dice_per_class(pred, label.numpy(), n_classes)))
 

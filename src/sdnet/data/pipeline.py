@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 from sdnet.config import DataConfig
 from sdnet.data.orientation import CONVENTION
-from sdnet.data.readers import read_acdc, read_mmwhs, read_nnunet, read_ssl4mis, ssl4mis_split_lists
+from sdnet.data.readers import READERS, reader_for, ssl4mis_split_lists
 from sdnet.data.sampling import SliceSet
 from sdnet.data.splits import Split, fixed_split, modality_blocks, split_subjects
 from sdnet.data.transforms import center_crop_or_pad, normalise_intensity
-from sdnet.data.volumes import DatasetInfo, Volume, read_phantom
+from sdnet.data.volumes import DatasetInfo, Volume
 from sdnet.errors import DataError, OutputError
 from sdnet.metrics import area_percent
 from sdnet.outputs import atomic_output
@@ -98,23 +98,12 @@ def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
     """Read every volume of the dataset named by ``config`` (dispatch on ``config.format``)."""
     if not config.root:
         raise DataError("no dataset given: pass --data DIR (or set data.root in the config)")
-    reorient = config.orientation == CONVENTION
-    if config.format == "phantom":
-        return read_phantom(config.root, modality=config.modalities, labelled_phases=config.labelled_phases,
-                            reorient=reorient)
-    if config.format == "mmwhs":
-        return read_mmwhs(config.root, modalities=config.modalities, reorient=reorient)
-    if len(config.modalities) > 1:
+    reader = reader_for(config.format)  # the registry in sdnet.data.readers.registry
+    if not reader.multimodal and len(config.modalities) > 1:
+        multimodal = " or ".join(name for name, entry in READERS.items() if entry.multimodal)
         raise DataError(f"data.modality={config.modality!r}: several modalities need a multi-modality dataset "
-                        f"(format phantom or mmwhs), not format {config.format!r}")
-    if config.format == "acdc":
-        return read_acdc(config.root, include_unlabelled=config.use_unlabelled,
-                         unlabelled_frames=config.unlabelled_frames, reorient=reorient)
-    if config.format == "ssl4mis":
-        return read_ssl4mis(config.root, orientation=config.orientation)
-    if config.format == "nnunet":
-        return read_nnunet(config.root, subject_pattern=config.subject_pattern or None, reorient=reorient)
-    raise DataError(f"unknown data.format {config.format!r}")
+                        f"(format {multimodal}), not format {config.format!r}")
+    return reader.read(config, config.orientation == CONVENTION)
 
 
 def remap_labels(label: np.ndarray, info: DatasetInfo) -> np.ndarray:
@@ -144,7 +133,7 @@ def _resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]) 
 def preprocess_volume(
     volume: Volume, info: DatasetInfo, image_size: int, config: DataConfig | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The authors' preprocessing (facts §1.12), each step a :class:`DataConfig` value.
+    """The authors' preprocessing (authors-code §1.12), each step a :class:`DataConfig` value.
 
     1. in-plane resampling to ``target_spacing_mm`` (skipped when 0 or when the spacing is unknown);
     2. clipping to the ``clip_low``–``clip_high`` percentiles of the volume and scaling to [−1, 1];

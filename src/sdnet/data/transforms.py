@@ -1,6 +1,6 @@
 """Pure, seeded image transforms: intensity normalisation, centre crop/pad, rotation and flip augmentation.
 
-Preprocessing follows the authors (facts §1.12): clip each volume to its 5th–95th percentile, scale to [−1, 1],
+Preprocessing follows the authors (authors-code §1.12): clip each volume to its 5th–95th percentile, scale to [−1, 1],
 centre crop/pad to the model size.
 """
 

@@ -1,6 +1,6 @@
 """Anatomy encoder f_anatomy: X → S, a U-Net whose softmax output is binarised (paper §3.1.1, Fig. 2).
 
-Architecture of the authors' Keras code (facts §1.3), channels-first:
+Architecture of the authors' Keras code (authors-code §1.3), channels-first:
 
 * ``conv_block(f)`` = 2 × (Conv 3×3 'same' → BatchNorm → ReLU) (plain ReLU, not LeakyReLU).
 * Down path: ``depth`` conv_blocks with f = filters·2^i, each followed by MaxPool 2×2; bottleneck conv_block
@@ -14,7 +14,7 @@ Everything before the 1×1 head is :class:`UNet`, which the U-Net baselines of p
 (:mod:`sdnet.models.baselines`) share, so that all compared methods use the same network body.
 
 Keras defaults are reproduced explicitly: BatchNorm momentum 0.99 (PyTorch 0.01), eps 1e-3; Glorot-uniform
-weights, zero biases. With the defaults the network has 34,526,344 trainable parameters (facts §1.18).
+weights, zero biases. With the defaults the network has 34,526,344 trainable parameters (authors-code §1.18).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ conv → BatchNorm → activation block, the straight-through binarisation of th
 FiLM conditioning (paper §3.3).
 
 The authors' model is written in Keras 2.1; a faithful port has to state Keras' defaults explicitly
-(facts §1.16):
+(authors-code §1.16):
 
 * Conv2D / Dense weights are Glorot-uniform with zero biases (:func:`keras_init_`), not PyTorch's
   Kaiming-uniform(a=√5).

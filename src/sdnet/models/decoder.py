@@ -1,6 +1,6 @@
 """Decoder g: S × Z → Y, a convolutional network conditioned on z through FiLM layers (paper §3.3, Fig. 2).
 
-Architecture of the authors' Keras code (facts §1.6), channels-first. ``n_blocks`` residual blocks, each with its
+Architecture of the authors' Keras code (authors-code §1.6), channels-first. ``n_blocks`` residual blocks, each with its
 own convolutions and its own two-layer FiLM network:
 
     l1 = LeakyReLU(Conv 3×3(h))
@@ -17,7 +17,7 @@ and :meth:`FiLMDecoder.render` draws the image from s and that list; ``forward(s
 ``render(s, film_parameters(z))``. No parameters are assigned from outside.
 
 Keras defaults are reproduced explicitly: LeakyReLU slope 0.3, Glorot-uniform weights, zero biases. With the
-defaults the network has 6,409 trainable parameters (facts §1.18).
+defaults the network has 6,409 trainable parameters (authors-code §1.18).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Mask discriminator D_M: an LSGAN critic on segmentation masks (paper §3.2; DC-GAN without BatchNorm).
 
-Architecture of the authors' Keras code (facts §1.8), channels-first:
+Architecture of the authors' Keras code (authors-code §1.8), channels-first:
 
 * Conv 4×4, stride 2, 'same' → LeakyReLU 0.2 with ``filters`` channels;
 * ``n_blocks`` × (Conv 4×4 'same' → LeakyReLU 0.2) with filters·2^(i+1) channels, stride 2 except the last
@@ -14,14 +14,14 @@ padding is max((⌈n/s⌉ − 1)·s + k − n, 0), the extra pixel (if odd) goin
 The input is the *foreground* mask channels only, (B, L, H, W): real masks without background, or the
 segmentor's ``softmax(logits)[:, 1:]``.
 
-Spectral normalisation: the authors (facts §1.8) add a spectral *penalty* (a regulariser on D's loss, α = 10) to
+Spectral normalisation: the authors (authors-code §1.8) add a spectral *penalty* (a regulariser on D's loss, α = 10) to
 the four block convolutions; that is not reproduced. ``spectral_norm=True`` instead re-parameterises every
 convolution and the linear layer with :func:`torch.nn.utils.parametrizations.spectral_norm` (Miyato et al.,
 2018); the default (False) is an unconstrained D.
 
 Keras defaults are reproduced explicitly: Glorot-uniform weights, zero biases; LeakyReLU slope 0.2 is set
 explicitly by the authors. With the defaults (in_channels=3) the network has 11,346,881 trainable parameters
-(facts §1.18).
+(authors-code §1.18).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Modality encoder f_modality: X × S → Z, the VAE encoder of q(z | x, s) (paper §3.1.2, Fig. 2).
 
-Architecture of the authors' Keras code (facts §1.5), channels-first:
+Architecture of the authors' Keras code (authors-code §1.5), channels-first:
 
 * input concat([s, x]) over channels (anatomy first, image last): C + 1 channels;
 * ``n_layers`` × (Conv 3×3, stride 2, padding 0 = Keras 'valid' → BatchNorm → LeakyReLU 0.3), all with
@@ -9,7 +9,7 @@ Architecture of the authors' Keras code (facts §1.5), channels-first:
 * two linear heads, μ and log σ² (n_z each); z = μ + exp(½ log σ²) · ε, ε ~ N(0, I) (reparameterisation).
 
 Keras defaults are reproduced explicitly: LeakyReLU slope 0.3, BatchNorm momentum 0.99 (PyTorch 0.01), eps 1e-3,
-Glorot-uniform weights, zero biases. With the defaults the network has 95,552 trainable parameters (facts §1.18).
+Glorot-uniform weights, zero biases. With the defaults the network has 95,552 trainable parameters (authors-code §1.18).
 
 Note: Keras flattens channels-last feature maps, PyTorch channels-first, so the Linear layer's input ordering
 differs from the authors' (a permutation of the weight matrix; irrelevant when training from scratch).

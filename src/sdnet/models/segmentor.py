@@ -1,6 +1,6 @@
 """Segmentor h: S → M, two convolutional blocks and a 1×1 convolution on the anatomy factor (paper §3.2, Fig. 2).
 
-Architecture of the authors' Keras code (facts §1.7), channels-first: 2 × (Conv 3×3 'same' → BatchNorm →
+Architecture of the authors' Keras code (authors-code §1.7), channels-first: 2 × (Conv 3×3 'same' → BatchNorm →
 LeakyReLU 0.3) → Conv 1×1 to ``n_classes`` = L + 1.
 
 Deviation in the class layout: here the **background is channel 0** and all ``n_classes`` logits are returned;
@@ -10,7 +10,7 @@ probabilities of this segmentor are ``softmax(logits, dim=1)[:, 1:]``; they are 
 the (foreground-only) Dice loss should see.
 
 Keras defaults are reproduced explicitly: LeakyReLU slope 0.3, BatchNorm momentum 0.99 (PyTorch 0.01), eps 1e-3,
-Glorot-uniform weights, zero biases. With the defaults the network has 42,116 trainable parameters (facts §1.18).
+Glorot-uniform weights, zero biases. With the defaults the network has 42,116 trainable parameters (authors-code §1.18).
 """
 
 from __future__ import annotations

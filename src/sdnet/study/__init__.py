@@ -1,9 +1,21 @@
 """Studies: grids of training runs and their result tables (the paper's semi-supervised study, §5.1).
 
-``semi`` plans and runs the grid methods × label amounts × folds × seeds, one ordinary training run per cell, each
-ending with a test evaluation in ``result.json``; ``table`` turns a study folder into Markdown, CSV and a figure.
+``grid`` plans the grid methods × label amounts × folds × seeds (and the mix / factor variants of ``variants``),
+``runner`` runs it, one ordinary training run per cell, each ending with a test evaluation in ``result.json``;
+``table`` turns a study folder into Markdown, CSV and a figure.
 """
 
+from sdnet.study.grid import (
+    METHODS,
+    PROTOCOLS,
+    LabelAmount,
+    RunSpec,
+    StudyGrid,
+    StudyPlan,
+    labelled_fractions,
+    labelled_subjects,
+    plan_study,
+)
 from sdnet.study.results import (
     RESULT_SCHEMA,
     STUDY_SCHEMA,
@@ -12,23 +24,7 @@ from sdnet.study.results import (
     VolumeResult,
     read_result,
 )
-from sdnet.study.semi import (
-    METHODS,
-    PROTOCOLS,
-    LabelAmount,
-    RunEvent,
-    RunOutcome,
-    RunSpec,
-    StudyGrid,
-    StudyPlan,
-    StudySummary,
-    execute_run,
-    labelled_fractions,
-    labelled_subjects,
-    plan_study,
-    run_state,
-    run_study,
-)
+from sdnet.study.runner import RunEvent, RunOutcome, StudySummary, execute_run, run_state, run_study
 from sdnet.study.table import (
     Comparison,
     StudyTable,

@@ -1,7 +1,7 @@
 """What a study run leaves behind: ``result.json`` (test scores of ``best.pt``) and how it is read back.
 
 A run folder of a study holds the trainer's usual outputs plus ``result.json``, written after training by
-:func:`sdnet.study.semi.execute_run`. The trainer itself also writes a small ``result.json`` at the end of
+:func:`sdnet.study.runner.execute_run`. The trainer itself also writes a small ``result.json`` at the end of
 :meth:`~sdnet.training.Trainer.fit`; a study result is told apart by its ``schema`` key (:data:`RESULT_SCHEMA`),
 and replaces the trainer's file, whose fields it keeps under ``training``.
 

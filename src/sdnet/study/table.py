@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdnet.outputs import atomic_output, save_figure, write_text
+from sdnet.study.grid import LabelAmount, StudyGrid
 from sdnet.study.results import (
     DiceKind,
     RunResult,
@@ -33,7 +34,6 @@ from sdnet.study.results import (
     is_study_result,
     read_result,
 )
-from sdnet.study.semi import LabelAmount, StudyGrid
 
 DASH = "—"
 VolumeKey = tuple[int, int, str, int]  # fold, seed, subject, phase

@@ -1,7 +1,7 @@
 """Studies of SDNet variants on the semi-supervised study's runner: the modality mixtures of paper Table 3 (§5.3.1)
 and the factor-size sweep of §5.6.
 
-A variant is a named list of config overrides, planned with :func:`~sdnet.study.semi.plan_study`'s ``variants``, so
+A variant is a named list of config overrides, planned with :func:`~sdnet.study.grid.plan_study`'s ``variants``, so
 it gets everything the study runner gives (run folders, restart, ``--jobs``, ``--run-index``, test-only results).
 
 * mixtures: ``MR:1,CT:0.125`` → variant ``MR1-CT0.125`` with ``data.modality_mix`` set; fully supervised as in the
@@ -17,16 +17,28 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from sdnet.analysis.runs import factor_sizes
 from sdnet.outputs import write_text
+from sdnet.study.grid import (
+    LabelAmount,
+    Protocol,
+    StudyGrid,
+    StudyPlan,
+    labelled_fractions,
+    labelled_subjects,
+    plan_study,
+)
 from sdnet.study.results import RunResult, StudyError, finite_mean, finite_std
-from sdnet.study.semi import StudyGrid
-from sdnet.study.table import load_results
+from sdnet.study.table import DiceKind, load_results, write_table
 
 __all__ = ["FactorRow", "MixtureRow", "factor_table", "factor_variants", "mixture_name", "mixture_table",
-           "mixture_variants"]
+           "mixture_variants", "plan_kind", "write_study_table"]
+
+StudyKind = Literal["semi", "mix", "factors"]
 
 
 def mixture_name(mix: str) -> str:
@@ -160,8 +172,6 @@ def factor_table(study_dir: str | Path, *, active_below: float = 0.9,
     dimension keeps the prior's variance 1, Burgess et al.); an anatomy channel counts as *used* when it is on in
     more than ``used_above`` of the test pixels (the paper: "when C > 8 many channels are all zero").
     """
-    from sdnet.analysis.runs import factor_sizes
-
     base = Path(study_dir)
     grid = StudyGrid.read(base)
     results = _results(base, grid)
@@ -208,3 +218,47 @@ def factor_table(study_dir: str | Path, *, active_below: float = 0.9,
                       f"{sorted({r.n_z for r in rows})[best[1]]} ({np.nanmax(grid_dice):.3f})."]
     md_path, csv_path = _write_table(base, lines, csv)
     return rows, md_path, csv_path
+
+
+def plan_kind(kind: StudyKind, *, config_path: str | Path | None, methods: Sequence[str] = ("sdnet",),
+              labelled: Sequence[int] | None = None, fractions: Sequence[float] = (1.0,),
+              mixes: Sequence[str] = (), channels: Sequence[int] = (), n_z: Sequence[int] = (),
+              protocol: Protocol = "paper", folds: int | None = None, seeds: int = 1,
+              data_root: str | Path | None = None, overrides: Sequence[str] = ()) -> StudyPlan:
+    """The plan of a study of any kind (what ``sdnet experiment semi|mix|factors`` runs).
+
+    ``semi``: ``methods`` × label amounts (``labelled`` subject counts, else ``fractions``); ``mix``: one variant per
+    modality mixture in ``mixes``, all data labelled; ``factors``: one variant per C × n_z, with the first of
+    ``labelled`` subjects labelled when given (else all).
+    """
+    variants: dict[str, tuple[str, ...]] = {}
+    labels: tuple[LabelAmount, ...]
+    if kind == "semi":
+        labels = labelled_subjects(labelled) if labelled is not None else labelled_fractions(fractions)
+        names = list(methods)
+    else:
+        variants = mixture_variants(mixes) if kind == "mix" else factor_variants(channels, n_z)
+        names = list(variants)
+        labels = (labelled_subjects(list(labelled)[:1]) if kind == "factors" and labelled
+                  else labelled_fractions([1.0]))
+    return plan_study(config_path=config_path, methods=names, labels=labels, protocol=protocol, folds=folds,
+                      seeds=seeds, data_root=data_root, overrides=overrides, variants=variants, kind=kind)
+
+
+def write_study_table(study_dir: str | Path, *, metrics: Sequence[DiceKind] = ("3d", "slice"),
+                      reference: str = "unet") -> tuple[Path, list[Path]]:
+    """Write the table of a study folder of any kind: the semi-supervised table (:func:`write_table`), the
+    mixture table or the factor-size table, as the study's ``study.json`` says.
+
+    Returns:
+        (the Markdown table, every file written).
+    """
+    kind = StudyGrid.read(study_dir).kind
+    if kind == "mix":
+        _, md, csv = mixture_table(study_dir)
+        return md, [md, csv]
+    if kind == "factors":
+        _, md, csv = factor_table(study_dir)
+        return md, [md, csv]
+    files = write_table(study_dir, metrics=metrics, reference=reference)
+    return files.markdown, [files.markdown, files.csv, files.figure]

@@ -1,6 +1,6 @@
-"""Training: the per-iteration schedule, optimisers, checkpoints and the loop."""
+"""Training: the per-iteration schedule, optimisers and the loop. Checkpoint files and loading a stored model live
+one floor below, in :mod:`sdnet.checkpoint`."""
 
-from sdnet.training.checkpoint import load_checkpoint, save_checkpoint
-from sdnet.training.trainer import Trainer, TrainResult, load_model
+from sdnet.training.trainer import Trainer, TrainResult
 
-__all__ = ["TrainResult", "Trainer", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["TrainResult", "Trainer"]

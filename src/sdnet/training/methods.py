@@ -5,7 +5,7 @@ Every method runs inside the same :class:`~sdnet.training.trainer.Trainer` loop:
 checkpoints, resume and budget. Only the iteration differs:
 
 * ``sdnet`` (:func:`sdnet_iteration`): with ``train.schedule=steps`` the authors' schedule — supervised step,
-  z-reconstruction, unsupervised step, z-reconstruction, discriminator step (facts §1.11); with the LV-volume
+  z-reconstruction, unsupervised step, z-reconstruction, discriminator step (authors-code §1.11); with the LV-volume
   multi-task (``loss.vol`` > 0 and ``data.volume_subjects``) a volume step on a batch with volume labels follows
   the first z-reconstruction. With ``train.schedule=joint`` (:func:`sdnet_joint_iteration`) the paper's single
   objective: one generator update on both batches, one z-reconstruction, (volume step,) discriminator step.
@@ -36,7 +36,7 @@ import torch
 
 from sdnet.config import TrainConfig
 from sdnet.data.sampling import SliceSet
-from sdnet.evaluation import predict_volume
+from sdnet.inference import predict_volume
 from sdnet.models import SDNet, Segmenter, UNetSegmenter
 from sdnet.training.steps import (
     discriminator_step,

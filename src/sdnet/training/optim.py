@@ -1,7 +1,7 @@
 """Keras-style Adam: Adam(lr, β1, β2, ε) with the inverse-time decay lr_t = lr / (1 + decay · t).
 
 The authors compile four Keras models that share weights but each own an Adam state and its own update counter t
-(facts §1.9–1.10): the supervised generator step, the unsupervised generator step, the z-regressor and the mask
+(authors-code §1.9–1.10): the supervised generator step, the unsupervised generator step, the z-regressor and the mask
 discriminator. :class:`KerasAdam` reproduces one of them; ``t`` is saved in its ``state_dict``.
 
 Speed (issue "Performance"): the update runs as torch's *fused* Adam kernel when every parameter is a floating

@@ -1,4 +1,4 @@
-"""The four kinds of update in SDNet's per-iteration schedule, as explicit functions (facts §1.9, §1.11), and the
+"""The four kinds of update in SDNet's per-iteration schedule, as explicit functions (authors-code §1.9, §1.11), and the
 two U-Net updates of the paper's baselines (§4.3).
 
 Per iteration the trainer runs (``train.schedule=steps``, the authors' schedule): :func:`supervised_step` on a
@@ -148,7 +148,7 @@ def z_reconstruction_step(model: SDNet, anatomy: Tensor, optimizer: KerasAdam, w
     """λ5 L_zrec: decode a prior sample z ~ N(0, I) with a real anatomy, re-encode it, L1 to z (§3.3.1).
 
     As in the authors' code the re-encoding uses the *sampled* modality code and the real (detached) anatomy, so
-    only the decoder and the modality encoder receive gradients (facts §1.9).
+    only the decoder and the modality encoder receive gradients (authors-code §1.9).
 
     Args:
         anatomy: (B, C, H, W) detached anatomy factor of real images.
@@ -303,7 +303,7 @@ def discriminator_step(
 
 
 class FakeMaskPool:
-    """History of predicted masks shown to D (the authors' pool of 50, facts §1.11).
+    """History of predicted masks shown to D (the authors' pool of 50, authors-code §1.11).
 
     New fakes are appended (oldest dropped beyond ``capacity``); a batch is then drawn without replacement from
     the pool using the global torch RNG (saved in checkpoints). ``capacity`` 0 passes fakes straight through.

@@ -1,10 +1,10 @@
 """The training loop of SDNet and of the paper's baselines: per-iteration schedule, validation, early stopping,
 checkpoints, logs.
 
-SDNet, per iteration (``train.schedule=steps``, facts §1.11): supervised step on a labelled batch;
+SDNet, per iteration (``train.schedule=steps``, authors-code §1.11): supervised step on a labelled batch;
 z-reconstruction step; unsupervised step on an unlabelled batch; z-reconstruction step; discriminator step. Without
 unlabelled images the run is fully supervised (first two steps only). Each update kind has its own Keras-style Adam
-(facts §1.10). ``train.schedule=joint`` replaces the supervised and unsupervised steps by one generator update on
+(authors-code §1.10). ``train.schedule=joint`` replaces the supervised and unsupervised steps by one generator update on
 the paper's λ-weighted objective over both batches (one Adam), followed by one z-reconstruction step.
 
 ``train.method`` selects SDNet or a baseline of paper §4.3 (``unet``, ``gan``, ``selftrain``); the iteration of
@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from sdnet.checkpoint import load_checkpoint, mismatch_summary, save_checkpoint
 from sdnet.config import RunConfig, apply_overrides, from_dict, save_config, to_dict
 from sdnet.data.pipeline import TrainingData, prepare_data, save_split
 from sdnet.data.sampling import BatchStream, SliceSet
@@ -55,9 +56,9 @@ from sdnet.errors import CheckpointError, OutputError, RunInterrupted, SDNetErro
 from sdnet.evaluation import evaluate_volumes
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discriminator, build_segmenter
 from sdnet.outputs import check_writable, os_reason, write_text
-from sdnet.training.checkpoint import RunLock, load_checkpoint, mismatch_summary, save_checkpoint
 from sdnet.training.methods import ITERATIONS, pseudo_label, selftrain_stage_end, with_pseudo_labels
 from sdnet.training.optim import KerasAdam
+from sdnet.training.run_lock import RunLock
 from sdnet.training.steps import (
     FakeMaskPool,
     NonFiniteLossError,
@@ -443,6 +444,18 @@ class Trainer:
                  self.best_epoch)
         return tc.patience > 0 and self.stale_epochs >= tc.patience
 
+    def data_summary(self) -> str:
+        """One line on what this run trains on: labelled / unlabelled subjects and slices, the other parts of the
+        split, and the iterations per epoch (what ``sdnet train`` prints before training)."""
+        d = self.data
+        volume = (f"{len(d.split.volume)} subjects with volume labels ({len(d.volume)} slices); "
+                  if d.volume is not None and self.volume_stream is not None else "")
+        return (f"data: {len(d.split.labelled)} labelled / {len(d.split.train)} training subjects "
+                f"({len(d.labelled)} labelled slices, {len(d.unlabelled) if d.unlabelled else 0} unlabelled), "
+                f"{len(d.split.val)} validation, {len(d.split.test)} test subjects; "
+                f"{'semi-supervised' if self.semi_supervised else 'fully supervised'}; {volume}"
+                f"{self.steps_per_epoch} iterations/epoch")
+
     def fit(self) -> TrainResult:
         """Train until max epochs, max steps, the time budget or early stopping; return the summary.
 
@@ -552,39 +565,3 @@ class Trainer:
              "elapsed_s": round(self.elapsed, 1)},
             indent=1))
         return result
-
-
-def load_model(
-    checkpoint: str | Path, *, device: str = "cpu"
-) -> tuple[SDNet | UNetSegmenter, RunConfig, dict[str, Any]]:
-    """Rebuild the network stored in a checkpoint (a ``.pt`` file or a run folder, where ``best.pt`` is preferred) or
-    in an export folder:
-    :class:`~sdnet.models.SDNet`, or :class:`~sdnet.models.UNetSegmenter` for the baselines (``train.method``
-    ``unet``, ``gan``, ``selftrain``). Both have ``segment(x)``.
-
-    An export folder written by :func:`sdnet.export.export_model` (``model.safetensors`` + ``model.json``) is read
-    the same way.
-
-    Returns:
-        (model in eval mode, its config, the raw checkpoint dict — for an export, its labels, class names, method,
-        config and split).
-    """
-    from sdnet.export import is_export, load_export
-
-    if is_export(checkpoint):
-        exported, config, state = load_export(checkpoint, device=resolve_device(device))
-        assert isinstance(exported, (SDNet, UNetSegmenter))
-        return exported, config, state
-    state = load_checkpoint(checkpoint, map_location=resolve_device(device))
-    try:
-        config = from_dict(RunConfig, state["config"])
-        model = build_segmenter(config.model, config.train.method).to(device)
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
-        detail = mismatch_summary(exc) if isinstance(exc, RuntimeError) else f"no {exc} entry"
-        raise CheckpointError(f"{checkpoint}: checkpoint is incomplete or does not match its config "
-                              f"({detail})") from None
-    except SDNetError:
-        raise
-    model.eval()
-    return model, config, state

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdnet.errors import SDNetError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (weights init, VAE sampling, the fake pool)."""
@@ -44,8 +46,6 @@ def resolve_device(name: str) -> torch.device:
         SDNetError: a malformed name, or an accelerator this torch build or machine does not have (one line,
             instead of torch's traceback from deep inside the first tensor move).
     """
-    from sdnet.errors import SDNetError
-
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):

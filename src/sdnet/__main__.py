@@ -1,0 +1,7 @@
+"""``python -m sdnet`` (and ``torchrun -m sdnet``) runs the command line."""
+
+import sys
+
+from sdnet.cli import main
+
+sys.exit(main())
