@@ -1,4 +1,4 @@
-"""Shared fixtures: one torch thread, a tiny phantom on disk, a tiny run config."""
+"""Shared fixtures: one torch thread, a tiny phantom on disk, the tiny run and model configs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY_PHANTOM, tiny_config
-from sdnet.config import RunConfig
+from sdnet.config import ModelConfig
 from sdnet.data.phantom import write_phantom
+
+from .helpers import TINY_PHANTOM, tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -31,5 +32,6 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def tiny_run_config(tiny_phantom: Path) -> RunConfig:
-    return tiny_config(tiny_phantom)
+def tiny_model_config() -> ModelConfig:
+    """The tiny run config's model: 32×32 images, C = 4, n_z = 4, 4 classes (see ``helpers.tiny_config``)."""
+    return tiny_config().model

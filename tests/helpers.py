@@ -1,8 +1,14 @@
-"""Helpers shared by tests (importable because pytest puts tests/ on sys.path)."""
+"""Helpers shared by tests: the tiny phantom, the tiny run config, parameter counting.
+
+``tests/`` is a package, so test modules import these relatively (``from .helpers import ...`` or
+``from ..helpers import ...`` one folder down).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from torch import nn
 
 from sdnet.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sdnet.data.phantom import PhantomConfig
@@ -11,7 +17,11 @@ TINY_PHANTOM = PhantomConfig(n_subjects=8, image_size=32, n_slices=3, n_phases=3
 
 
 def tiny_config(root: Path | str = "", **train: object) -> RunConfig:
-    """A 32-px SDNet small enough for a training step in a few milliseconds."""
+    """A 32-px SDNet small enough for a training step in a few milliseconds (``.model``: the model tests' sizes).
+
+    The one definition of the tests' tiny sizes: 32×32 images, C = 4 anatomy channels, n_z = 4, 4–8 filters,
+    4 classes (the ``ModelConfig`` default); ``**train`` overrides ``TrainConfig`` fields.
+    """
     model = ModelConfig(
         image_size=32, anatomy_channels=4, n_z=4, unet_filters=4, unet_depth=3, modality_filters=4,
         modality_layers=3, modality_hidden=8, decoder_blocks=2, segmentor_filters=8, discriminator_filters=4,
@@ -23,3 +33,8 @@ def tiny_config(root: Path | str = "", **train: object) -> RunConfig:
                                    "checkpoint_every": 3, "patience": 0, "seed": 0}
     defaults.update(train)
     return RunConfig(model=model, data=data, train=TrainConfig(**defaults))  # type: ignore[arg-type]
+
+
+def count_parameters(module: nn.Module) -> int:
+    """The number of trainable parameters (those with ``requires_grad``) of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

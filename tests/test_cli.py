@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import tiny_config
 from sdnet.cli import main
 from sdnet.config import to_dict
+
+from .helpers import tiny_config
 
 
 def _write_config(path: Path, **train: object) -> Path:

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_config
 from sdnet.checkpoint import load_model
 from sdnet.cli import main
 from sdnet.config import apply_overrides
 from sdnet.errors import CheckpointError
 from sdnet.export import export_model, onnx_max_difference
 from sdnet.training import Trainer
+
+from .helpers import tiny_config
 
 
 @pytest.fixture(scope="module", params=["sdnet", "unet"])

@@ -46,9 +46,10 @@ def test_round_trip_to_input_grid_overlays_the_original():
 def test_cli_predict_writes_mask_with_input_affine(tmp_path: Path, tiny_phantom: Path, capsys):
     import yaml
 
-    from helpers import tiny_config
     from sdnet.cli import main
     from sdnet.config import to_dict
+
+    from .helpers import tiny_config
 
     cfg = to_dict(tiny_config("", epochs=1, steps_per_epoch=2))
     del cfg["data"]["root"]

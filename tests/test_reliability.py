@@ -27,11 +27,12 @@ import pytest
 import torch
 import yaml
 
-from helpers import tiny_config
 from sdnet.checkpoint import load_checkpoint, save_checkpoint
 from sdnet.config import ConfigError, apply_overrides, to_dict
 from sdnet.errors import CheckpointError, SDNetError
 from sdnet.training import Trainer
+
+from .helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

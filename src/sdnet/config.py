@@ -6,6 +6,10 @@ Every run folder and every checkpoint stores the *resolved* configuration (``con
 Configs are plain frozen dataclasses. Variants are derived with :func:`apply_overrides` (``"train.lr=2e-4"``) or
 :func:`dataclasses.replace`; nothing mutates a config after it is built. Unknown keys are errors
 (:class:`ConfigError`), never silently ignored.
+
+Length: one schema — every section of a run's configuration with its defaults (the authors' values, named where
+they come from) and its validation, plus the single YAML / ``--set`` path that builds it. Kept in one file so the
+whole configuration a checkpoint stores can be read against the paper in one place.
 """
 
 from __future__ import annotations

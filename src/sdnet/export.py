@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdnet import __version__
 from sdnet.checkpoint import EXPORT_FORMAT, EXPORT_VERSION, META, WEIGHTS, load_model
 from sdnet.config import RunConfig, to_dict
 from sdnet.errors import SDNetError
@@ -118,8 +119,6 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = Fa
     """
     from safetensors.torch import save_file
 
-    import sdnet
-
     model, config, state = load_model(checkpoint)
     src = Path(checkpoint)
     run_dir = src if src.is_dir() else src.parent
@@ -134,7 +133,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = Fa
         "labels": {str(k): v for k, v in (state.get("labels") or {}).items()},
         "class_names": list(state.get("class_names") or []),
         "provenance": {
-            "sdnet_version": sdnet.__version__, "torch_version": torch.__version__,
+            "sdnet_version": __version__, "torch_version": torch.__version__,
             "checkpoint": str(src), "step": state.get("step"), "epoch": state.get("epoch"),
             "best_val": state.get("best_val"), "best_epoch": state.get("best_epoch"),
             "n_labelled": len(split.get("labelled", []) or []), "n_train": len(split.get("train", []) or []),

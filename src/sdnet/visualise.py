@@ -1,17 +1,15 @@
-"""Figures of a trained model (matplotlib, Agg backend): input, anatomy channels, reconstruction, masks."""
+"""Figures of a trained model (matplotlib's object API: no pyplot, no global backend switch): input, anatomy
+channels, reconstruction, masks."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 
 from sdnet.models import SDNet, Segmenter
 from sdnet.outputs import save_figure
@@ -59,7 +57,8 @@ def decomposition_figure(
     colours = _MASK_COLOURS[: max(n_classes, 2)]
     cmap = ListedColormap(colours)
     cols = 1 + c + extra + 1 + (labels is not None)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n + 0.4), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.7 * n + 0.4))
+    axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         row = axes[i]
         row[0].imshow(images[i, 0].cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
@@ -89,13 +88,13 @@ def decomposition_figure(
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, p, dpi=110)
-    plt.close(fig)
     return p
 
 
 def training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     """Validation Dice and mean training losses per epoch."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    axes = fig.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
     axes[0].plot(epochs, [h.get("val_dice", np.nan) for h in history], marker="o", ms=3)
     axes[0].set_xlabel("epoch")
@@ -109,5 +108,4 @@ def training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Pa
     fig.tight_layout()
     p = Path(path)
     save_figure(fig, p, dpi=110)
-    plt.close(fig)
     return p

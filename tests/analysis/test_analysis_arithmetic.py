@@ -11,9 +11,7 @@ import torch
 from sdnet.analysis.arithmetic import (
     ArithmeticResult,
     InterpolationGrid,
-    arithmetic_figure,
     channel_arithmetic,
-    interpolation_figure,
     match_channels,
     move_channel,
     pearson_map,
@@ -21,24 +19,21 @@ from sdnet.analysis.arithmetic import (
     swap_channels,
     z_interpolation,
 )
+from sdnet.analysis.arithmetic_figures import arithmetic_figure, interpolation_figure
 from sdnet.config import ModelConfig
 from sdnet.models import SDNet, build_sdnet
 
-SIZE = 32
-CHANNELS = 4
-N_Z = 4
+from ..helpers import tiny_config
+
+_TINY = tiny_config().model
+SIZE, CHANNELS, N_Z = _TINY.image_size, _TINY.anatomy_channels, _TINY.n_z  # 32, 4, 4
 
 
 @pytest.fixture
-def model() -> SDNet:
-    """A tiny untrained SDNet (32×32, C = 4, n_z = 4), as in tests/models/conftest.py."""
+def model(tiny_model_config: ModelConfig) -> SDNet:
+    """A tiny untrained SDNet (32×32, C = 4, n_z = 4): ``tiny_model_config`` of tests/conftest.py."""
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        image_size=SIZE, anatomy_channels=CHANNELS, n_z=N_Z, unet_filters=4, unet_depth=3, modality_filters=4,
-        modality_layers=3, modality_hidden=8, decoder_blocks=2, segmentor_filters=8, n_classes=4,
-        discriminator_filters=4, discriminator_blocks=2,
-    )
-    return build_sdnet(cfg)
+    return build_sdnet(tiny_model_config)
 
 
 @pytest.fixture

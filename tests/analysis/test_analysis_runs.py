@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_config
 from sdnet.analysis.probes import modality_probe
 from sdnet.analysis.run_io import encode_mu, load_analysis_input, slice_labels
 from sdnet.cli import main
 from sdnet.training import Trainer
+
+from ..helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

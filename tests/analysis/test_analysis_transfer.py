@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_config
 from sdnet.analysis.transfer import histogram_matched, score_transfer, similarity, transfer
 from sdnet.config import DataConfig
 from sdnet.data.pipeline import prepare_data
 from sdnet.errors import SDNetError
 from sdnet.models import SDNet, build_sdnet
+
+from ..helpers import tiny_config
 
 
 @pytest.fixture

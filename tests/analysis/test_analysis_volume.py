@@ -10,13 +10,14 @@ import pytest
 import torch
 from scipy import stats
 
-from helpers import tiny_config
 from sdnet.analysis.volume import VolumeEstimate, compare_volumes, lv_volumes, paired_difference
 from sdnet.cli import main
 from sdnet.config import apply_overrides, save_config
 from sdnet.data.pipeline import PreparedVolume
 from sdnet.models import build_sdnet
 from sdnet.training import Trainer
+
+from ..helpers import tiny_config
 
 
 def _volume(spacing: tuple[float, float, float] | None, seed: int = 0) -> PreparedVolume:

@@ -13,7 +13,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from helpers import tiny_config
 from sdnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from sdnet.config import apply_overrides
 from sdnet.data.nifti import load_nifti
@@ -21,6 +20,8 @@ from sdnet.data.orientation import canonical_ornt, from_canonical, inverse_ornt,
 from sdnet.data.readers import read_ssl4mis
 from sdnet.inference import predict_nifti
 from sdnet.training import Trainer
+
+from ..helpers import tiny_config
 
 
 def _rotation(degrees: float, axis: int) -> np.ndarray:

@@ -11,13 +11,14 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from helpers import tiny_config
 from sdnet.cli import main
 from sdnet.config import apply_overrides
 from sdnet.data.nifti import load_nifti
 from sdnet.data.scans import find_scan_inputs, read_dicom_folder, read_nifti_scan
 from sdnet.errors import DataError
 from sdnet.training import Trainer
+
+from ..helpers import tiny_config
 
 ROW = np.array([0.9, 0.3, -0.3163]) / np.linalg.norm([0.9, 0.3, -0.3163])  # oblique, short-axis-like cosines
 

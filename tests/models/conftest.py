@@ -1,34 +1,13 @@
-"""Tiny model sizes shared by the model tests (32×32 images, 4–8 channels, batch 2)."""
+"""Tiny inputs shared by the model tests (batch 2, 32×32, C = 4, as ``tiny_model_config`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sdnet.config import ModelConfig
-
 IMAGE_SIZE = 32
 BATCH = 2
 ANATOMY_CHANNELS = 4
-
-
-@pytest.fixture
-def tiny_config() -> ModelConfig:
-    return ModelConfig(
-        image_size=IMAGE_SIZE,
-        anatomy_channels=ANATOMY_CHANNELS,
-        n_z=4,
-        unet_filters=4,
-        unet_depth=3,
-        modality_filters=4,
-        modality_layers=3,
-        modality_hidden=8,
-        decoder_blocks=2,
-        segmentor_filters=8,
-        n_classes=4,
-        discriminator_filters=4,
-        discriminator_blocks=2,
-    )
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ from torch import nn
 
 from sdnet.models import AnatomyEncoder
 
-
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+from ..helpers import count_parameters
 
 
 def _tiny(**kwargs: object) -> AnatomyEncoder:
@@ -61,8 +59,8 @@ def test_gradient_reaches_first_conv_through_straight_through(image: torch.Tenso
 
 def test_parameter_count_matches_authors() -> None:
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        assert _count(AnatomyEncoder()) == 34_526_344
-        assert _count(AnatomyEncoder(anatomy_channels=16)) == 34_526_864
+        assert count_parameters(AnatomyEncoder()) == 34_526_344
+        assert count_parameters(AnatomyEncoder(anatomy_channels=16)) == 34_526_864
 
 
 def test_keras_batchnorm_settings() -> None:

@@ -19,13 +19,12 @@ from sdnet.models import (
     build_segmenter,
 )
 
-
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+from ..helpers import count_parameters
 
 
 def _body_count(module: UNet) -> int:
-    return _count(module) - _count(module.get_submodule("head"))  # every UNet subclass adds a 1x1 head
+    """Parameters without the 1x1 head that every UNet subclass adds."""
+    return count_parameters(module) - count_parameters(module.get_submodule("head"))
 
 
 def _tiny(**kwargs: object) -> UNetSegmenter:
@@ -57,7 +56,7 @@ def test_body_is_the_anatomy_encoders_unet() -> None:
     segmenter = _tiny()
     encoder = AnatomyEncoder(anatomy_channels=4, filters=4, depth=3)
     body = UNet(filters=4, depth=3)
-    assert _body_count(segmenter) == _body_count(encoder) == _count(body)
+    assert _body_count(segmenter) == _body_count(encoder) == count_parameters(body)
     body_keys = [k for k in encoder.state_dict() if not k.startswith("head.")]
     assert [k for k in segmenter.state_dict() if not k.startswith("head.")] == body_keys
     assert list(body.state_dict()) == body_keys
@@ -69,7 +68,7 @@ def test_default_parameter_counts() -> None:
         encoder = AnatomyEncoder()
         segmenter = UNetSegmenter(n_classes=4)
         assert _body_count(segmenter) == _body_count(encoder) == 34_526_344 - (64 * 8 + 8)
-        assert _count(segmenter) == 34_526_344 - (64 * 8 + 8) + (64 * 4 + 4)
+        assert count_parameters(segmenter) == 34_526_344 - (64 * 8 + 8) + (64 * 4 + 4)
 
 
 def test_gradient_reaches_first_conv(image: torch.Tensor) -> None:
@@ -89,23 +88,23 @@ def test_rejects_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize("method", ["unet", "gan", "selftrain"])
-def test_build_segmenter_baselines(tiny_config: ModelConfig, method: str) -> None:
-    model = build_segmenter(dataclasses.replace(tiny_config, bn_momentum=0.1), method)
+def test_build_segmenter_baselines(tiny_model_config: ModelConfig, method: str) -> None:
+    model = build_segmenter(dataclasses.replace(tiny_model_config, bn_momentum=0.1), method)
     assert isinstance(model, UNetSegmenter) and isinstance(model, Segmenter)
-    assert model.n_classes == tiny_config.n_classes and model.depth == tiny_config.unet_depth
+    assert model.n_classes == tiny_model_config.n_classes and model.depth == tiny_model_config.unet_depth
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(m.momentum == 0.1 for m in norms)
 
 
-def test_build_segmenter_sdnet_is_build_sdnet(tiny_config: ModelConfig) -> None:
+def test_build_segmenter_sdnet_is_build_sdnet(tiny_model_config: ModelConfig) -> None:
     torch.manual_seed(0)
-    a = build_segmenter(tiny_config, "sdnet")
+    a = build_segmenter(tiny_model_config, "sdnet")
     torch.manual_seed(0)
-    b = build_sdnet(tiny_config)
+    b = build_sdnet(tiny_model_config)
     assert isinstance(a, SDNet) and isinstance(a, Segmenter)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     with pytest.raises(ConfigError, match=r"train\.method"):
-        build_segmenter(tiny_config, "cnn")
+        build_segmenter(tiny_model_config, "cnn")
 
 
 def test_decomposition_figure_for_a_unet(image: torch.Tensor, tmp_path: Path) -> None:

@@ -7,9 +7,7 @@ from torch import nn
 from sdnet.models import MaskDiscriminator
 from sdnet.models.discriminator import _keras_same_padding
 
-
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+from ..helpers import count_parameters
 
 
 def _tiny(**kwargs: bool) -> MaskDiscriminator:
@@ -40,7 +38,7 @@ def test_keras_same_padding() -> None:
 
 def test_default_architecture_matches_authors() -> None:
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        assert _count(MaskDiscriminator()) == 11_346_881
+        assert count_parameters(MaskDiscriminator()) == 11_346_881
     discriminator = MaskDiscriminator(filters=1)  # same strides and paddings as the default, cheap to run
     with torch.no_grad():
         features = discriminator.features(torch.rand(1, 3, 224, 224))
@@ -59,7 +57,8 @@ def test_spectral_norm_is_a_parametrisation() -> None:
     discriminator = _tiny(spectral_norm=True)
     convs = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 3
-    assert _count(discriminator) == _count(_tiny())  # the parametrisation adds buffers, not parameters
+    # the parametrisation adds buffers, not parameters
+    assert count_parameters(discriminator) == count_parameters(_tiny())
     assert all(nn.utils.parametrize.is_parametrized(m, "weight") for m in [*convs, discriminator.score])
 
 

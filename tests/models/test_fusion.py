@@ -15,9 +15,9 @@ def _train_a_little(model: nn.Module, x: torch.Tensor) -> None:
             model.segment(x)  # type: ignore[operator]
 
 
-def test_inference_copy_matches_the_eval_model(tiny_config: ModelConfig, image: torch.Tensor):
+def test_inference_copy_matches_the_eval_model(tiny_model_config: ModelConfig, image: torch.Tensor):
     torch.manual_seed(0)
-    model = build_sdnet(tiny_config)
+    model = build_sdnet(tiny_model_config)
     _train_a_little(model, image)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = for_inference(model)
@@ -34,9 +34,9 @@ def test_inference_copy_matches_the_eval_model(tiny_config: ModelConfig, image: 
         torch.testing.assert_close(e_fast.modality.mu, e_ref.modality.mu, atol=1e-4, rtol=1e-4)
 
 
-def test_inference_copy_of_the_baseline_unet(tiny_config: ModelConfig, image: torch.Tensor):
+def test_inference_copy_of_the_baseline_unet(tiny_model_config: ModelConfig, image: torch.Tensor):
     torch.manual_seed(0)
-    model = build_segmenter(tiny_config, "unet")
+    model = build_segmenter(tiny_model_config, "unet")
     _train_a_little(model, image)
     model.eval()
     with torch.no_grad():

@@ -6,9 +6,7 @@ from torch import nn
 
 from sdnet.models import ModalityCode, ModalityEncoder
 
-
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+from ..helpers import count_parameters
 
 
 def _tiny() -> ModalityEncoder:
@@ -49,8 +47,8 @@ def test_gradients_reach_all_parameters(anatomy: torch.Tensor, image: torch.Tens
 
 def test_parameter_count_and_flatten_size_match_authors() -> None:
     encoder = ModalityEncoder()
-    assert _count(encoder) == 95_552
-    assert _count(ModalityEncoder(anatomy_channels=16)) == 96_704
+    assert count_parameters(encoder) == 95_552
+    assert count_parameters(ModalityEncoder(anatomy_channels=16)) == 96_704
     linear = encoder.dense[0]
     assert isinstance(linear, nn.Linear) and linear.in_features == 13 * 13 * 16
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from sdnet.config import ModelConfig
 from sdnet.models import (
@@ -18,10 +17,12 @@ from sdnet.models import (
     build_sdnet,
 )
 
+from ..helpers import count_parameters
 
-def test_forward_output_fields(tiny_config: ModelConfig, image: torch.Tensor) -> None:
+
+def test_forward_output_fields(tiny_model_config: ModelConfig, image: torch.Tensor) -> None:
     torch.manual_seed(0)
-    out = build_sdnet(tiny_config)(image)
+    out = build_sdnet(tiny_model_config)(image)
     assert isinstance(out, SDNetOutput)
     assert out.anatomy.shape == (2, 4, 32, 32)
     torch.testing.assert_close(out.anatomy.sum(dim=1), torch.ones(2, 32, 32))  # soft (default) or one-hot
@@ -33,17 +34,17 @@ def test_forward_output_fields(tiny_config: ModelConfig, image: torch.Tensor) ->
     torch.testing.assert_close(out.mask_probabilities.sum(dim=1), torch.ones(2, 32, 32))
 
 
-def test_forward_computes_anatomy_once(tiny_config: ModelConfig, image: torch.Tensor) -> None:
-    model = build_sdnet(tiny_config)
+def test_forward_computes_anatomy_once(tiny_model_config: ModelConfig, image: torch.Tensor) -> None:
+    model = build_sdnet(tiny_model_config)
     calls: list[int] = []
     model.anatomy_encoder.register_forward_hook(lambda *_: calls.append(1))
     model(image)
     assert len(calls) == 1
 
 
-def test_encode_decode_segment(tiny_config: ModelConfig, image: torch.Tensor) -> None:
+def test_encode_decode_segment(tiny_model_config: ModelConfig, image: torch.Tensor) -> None:
     torch.manual_seed(0)
-    model = build_sdnet(tiny_config).eval()
+    model = build_sdnet(tiny_model_config).eval()
     encoding = model.encode(image, sample=False)
     assert torch.equal(encoding.modality.z, encoding.modality.mu)
     reconstruction = model.decode(encoding.anatomy, encoding.modality.z)
@@ -56,9 +57,9 @@ def test_encode_decode_segment(tiny_config: ModelConfig, image: torch.Tensor) ->
     assert torch.equal(model.segment_anatomy(encoding.anatomy).logits, segmentation.logits)
 
 
-def test_gradients_reach_all_four_networks(tiny_config: ModelConfig, image: torch.Tensor) -> None:
+def test_gradients_reach_all_four_networks(tiny_model_config: ModelConfig, image: torch.Tensor) -> None:
     torch.manual_seed(0)
-    model = build_sdnet(tiny_config)
+    model = build_sdnet(tiny_model_config)
     out = model(image)
     loss = (
         (out.reconstruction - image).abs().mean()
@@ -72,35 +73,35 @@ def test_gradients_reach_all_four_networks(tiny_config: ModelConfig, image: torc
         assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
 
 
-def test_build_sdnet_maps_config(tiny_config: ModelConfig) -> None:
-    model = build_sdnet(tiny_config)
+def test_build_sdnet_maps_config(tiny_model_config: ModelConfig) -> None:
+    model = build_sdnet(tiny_model_config)
     assert model.anatomy_encoder.anatomy_channels == 4 and model.anatomy_encoder.depth == 3
     assert model.anatomy_encoder.binarisation == "none"  # the measured default (docs/results/acdc_fewlabel_probes.md)
     assert model.modality_encoder.image_size == 32 and model.modality_encoder.n_z == 4
     assert model.decoder.width == 4  # decoder_width 0 → anatomy_channels
     assert len(model.decoder.blocks) == 2
     assert model.segmentor.n_classes == 4
-    assert build_sdnet(ModelConfig(**{**tiny_config.__dict__, "decoder_width": 6})).decoder.width == 6
+    assert build_sdnet(ModelConfig(**{**tiny_model_config.__dict__, "decoder_width": 6})).decoder.width == 6
 
 
-def test_build_discriminator_sees_foreground(tiny_config: ModelConfig, image: torch.Tensor) -> None:
+def test_build_discriminator_sees_foreground(tiny_model_config: ModelConfig, image: torch.Tensor) -> None:
     torch.manual_seed(0)
-    discriminator = build_discriminator(tiny_config)
+    discriminator = build_discriminator(tiny_model_config)
     assert isinstance(discriminator, MaskDiscriminator)
     assert discriminator.in_channels == 3
-    out = build_sdnet(tiny_config)(image)
+    out = build_sdnet(tiny_model_config)(image)
     assert discriminator(out.mask_probabilities[:, 1:]).shape == (2, 1)
 
 
-def test_seeded_determinism_and_state_dict_round_trip(tiny_config: ModelConfig, image: torch.Tensor) -> None:
+def test_seeded_determinism_and_state_dict_round_trip(tiny_model_config: ModelConfig, image: torch.Tensor) -> None:
     torch.manual_seed(7)
-    a = build_sdnet(tiny_config)
+    a = build_sdnet(tiny_model_config)
     torch.manual_seed(7)
-    b = build_sdnet(tiny_config)
+    b = build_sdnet(tiny_model_config)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     a(image)  # update running statistics
     torch.manual_seed(9)
-    c = build_sdnet(tiny_config)
+    c = build_sdnet(tiny_model_config)
     c.load_state_dict(a.state_dict())
     a.eval()
     c.eval()
@@ -120,24 +121,20 @@ def test_rejects_inconsistent_networks() -> None:
         SDNet(anatomy_encoder=AnatomyEncoder(filters=4, depth=2), decoder=FiLMDecoder(n_z=4))
 
 
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 def test_default_build_matches_authors_parameter_counts() -> None:
     config = ModelConfig()
     with torch.device("meta"):
-        assert _count(build_sdnet(config)) == 34_526_344 + 95_552 + 6_409 + 42_116
-        assert _count(build_discriminator(config)) == 11_346_881
+        assert count_parameters(build_sdnet(config)) == 34_526_344 + 95_552 + 6_409 + 42_116
+        assert count_parameters(build_discriminator(config)) == 11_346_881
 
 
-def test_build_sdnet_sets_batchnorm_momentum(tiny_config: ModelConfig) -> None:
+def test_build_sdnet_sets_batchnorm_momentum(tiny_model_config: ModelConfig) -> None:
     import dataclasses
 
     from sdnet.models import build_sdnet
 
-    keras = build_sdnet(tiny_config)
-    fast = build_sdnet(dataclasses.replace(tiny_config, bn_momentum=0.1))
+    keras = build_sdnet(tiny_model_config)
+    fast = build_sdnet(dataclasses.replace(tiny_model_config, bn_momentum=0.1))
     bns = [m for m in keras.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert bns and all(m.momentum == 0.01 for m in bns)
     assert all(m.momentum == 0.1 for m in fast.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from study_helpers import TinyStudy, run_cli, semi_argv, write_study_config
+
+from .study_helpers import TinyStudy, run_cli, semi_argv, write_study_config
 
 
 @pytest.fixture(scope="session")

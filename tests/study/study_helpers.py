@@ -9,9 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from helpers import tiny_config
 from sdnet.cli import main
 from sdnet.config import to_dict
+
+from ..helpers import tiny_config
 
 METHODS = ("sdnet", "sdnet-noadv")
 LABELLED = (1, 2)

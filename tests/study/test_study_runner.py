@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from study_helpers import FOLDS, LABELLED, METHODS, TinyStudy, run_cli, semi_argv
 
 from sdnet.config import load_config
 from sdnet.data.pipeline import prepare_data
 from sdnet.data.splits import Split
 from sdnet.study import RESULT_SCHEMA, StudyError, labelled_subjects, plan_study, read_result, run_study
+
+from .study_helpers import FOLDS, LABELLED, METHODS, TinyStudy, run_cli, semi_argv
 
 N_RUNS = len(METHODS) * len(LABELLED) * FOLDS
 NAMES = [f"{m}/l{n}/fold{k}" for m in METHODS for n in LABELLED for k in range(FOLDS)]

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import ttest_rel
-from study_helpers import LABELLED, METHODS, TinyStudy, run_cli
 
 from sdnet.study import build_table, labelled_subjects, plan_study, read_result, write_table
+
+from .study_helpers import LABELLED, METHODS, TinyStudy, run_cli
 
 CLASSES = ("RV", "MYO", "LV")
 

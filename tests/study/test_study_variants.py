@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from study_helpers import run_cli
 
 from sdnet.study import StudyError, StudyGrid
 from sdnet.study.variants import factor_variants, mixture_name, mixture_variants
+
+from .study_helpers import run_cli
 
 RUNNER = ["--protocol", "paper", "--folds", "1", "--set", "train.max_steps=2", "--set", "data.use_unlabelled=false"]
 

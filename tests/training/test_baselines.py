@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import torch
 
-from helpers import tiny_config
 from sdnet.checkpoint import load_checkpoint, load_model
 from sdnet.config import ConfigError, RunConfig, TrainConfig, apply_overrides
 from sdnet.errors import CheckpointError
@@ -18,6 +17,8 @@ from sdnet.evaluation import evaluate_volumes
 from sdnet.models import SDNet, UNetSegmenter
 from sdnet.training import Trainer
 from sdnet.training.methods import selftrain_stage_end
+
+from ..helpers import tiny_config
 
 
 def _records(run_dir: Path, event: str = "step") -> list[dict[str, Any]]:

@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_config
 from sdnet.config import ConfigError, LossWeights, apply_overrides
 from sdnet.models import build_discriminator, build_segmenter
 from sdnet.training import Trainer
 from sdnet.training.optim import KerasAdam
 from sdnet.training.steps import generator_parameters, joint_generator_step
+
+from ..helpers import tiny_config
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

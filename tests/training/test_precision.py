@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_config
 from sdnet.checkpoint import load_checkpoint
 from sdnet.config import ConfigError, apply_overrides
 from sdnet.losses import dice_loss, kl_divergence, l1_reconstruction
 from sdnet.training import Trainer
+
+from ..helpers import tiny_config
 
 
 def test_unknown_precision_is_a_config_error(tiny_phantom: Path) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import tiny_config
 from sdnet.config import to_dict
 from sdnet.errors import SDNetError
 from sdnet.training.run_lock import RunLock
+
+from ..helpers import tiny_config
 
 
 def test_second_writer_is_refused_and_stale_locks_are_taken_over(tmp_path: Path):

@@ -21,9 +21,10 @@ import pytest
 import torch
 import yaml
 
-from helpers import tiny_config
 from sdnet.checkpoint import load_checkpoint
 from sdnet.config import to_dict
+
+from ..helpers import tiny_config
 
 KILLS = 20
 STEPS_PER_EPOCH, EPOCHS = 50, 30

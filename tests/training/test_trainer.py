@@ -4,10 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_config
 from sdnet.checkpoint import load_checkpoint
 from sdnet.config import apply_overrides
 from sdnet.training import Trainer
+
+from ..helpers import tiny_config
 
 
 def _records(run_dir: Path) -> list[dict]:

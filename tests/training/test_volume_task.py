@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_config
 from sdnet.config import ConfigError, apply_overrides
 from sdnet.data.pipeline import prepare_data
 from sdnet.data.splits import Split
@@ -16,6 +15,8 @@ from sdnet.losses import area_regression
 from sdnet.metrics import area_percent
 from sdnet.models import AreaRegressor, build_sdnet
 from sdnet.training import Trainer
+
+from ..helpers import tiny_config
 
 VOLUME = ["model.area_regressor=true", "loss.vol=1", "data.volume_subjects=1"]
 

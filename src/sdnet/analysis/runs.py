@@ -19,12 +19,11 @@ import torch
 from matplotlib.figure import Figure
 
 from sdnet.analysis.arithmetic import (
-    arithmetic_figure,
     channel_arithmetic,
-    interpolation_figure,
     match_channels,
     z_interpolation,
 )
+from sdnet.analysis.arithmetic_figures import arithmetic_figure, interpolation_figure
 from sdnet.analysis.probes import (
     FactorStatistics,
     distance_correlation,

@@ -16,6 +16,9 @@ ImageOrientationPatient and PixelSpacing (LPS) and converted to NIfTI's RAS; vox
 the k-th slice along the normal, as dcm2niix orders it. RescaleSlope / RescaleIntercept are applied.
 
 Every problem raises :class:`~sdnet.errors.DataError` naming the file or folder.
+
+Length: the two input kinds of ``sdnet predict`` (NIfTI and DICOM) behind one :class:`Scan`, and the one function
+that lists them (:func:`find_scan_inputs`); the DICOM geometry is the bulk and is only used here.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""One training iteration per ``train.method``, and the pseudo-labelling of the self-train baseline (paper §4.3).
+"""One training iteration per ``train.method``, and the rounds of the self-train baseline (paper §4.3).
 
-Every method runs inside the same :class:`~sdnet.training.trainer.Trainer` loop: the same Keras-style Adam
+An iteration is a function of an explicit :class:`IterationContext` (networks, batch streams, optimisers, fake
+pool, loss weights, device) and the step number, so it reads top to bottom in one screen and can be run without a
+trainer. Every method runs inside the same :class:`~sdnet.training.trainer.Trainer` loop: the same Keras-style Adam
 (``config.optim``) per update kind, batch size, epoch length, validation Dice per epoch, early stopping, best/last
 checkpoints, resume and budget. Only the iteration differs:
 
@@ -29,16 +31,22 @@ budget when resuming moves the stage boundaries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import torch
 
-from sdnet.config import TrainConfig
-from sdnet.data.sampling import SliceSet
+from sdnet.checkpoint import load_checkpoint
+from sdnet.config import LossWeights, TrainConfig
+from sdnet.data.sampling import BatchStream, SliceSet
 from sdnet.inference import predict_volume
-from sdnet.models import SDNet, Segmenter, UNetSegmenter
+from sdnet.models import MaskDiscriminator, SDNet, Segmenter, UNetSegmenter
+from sdnet.training.optim import KerasAdam
 from sdnet.training.steps import (
+    FakeMaskPool,
     discriminator_step,
     gan_generator_step,
     joint_generator_step,
@@ -50,135 +58,176 @@ from sdnet.training.steps import (
     z_reconstruction_step,
 )
 
-if TYPE_CHECKING:
-    from sdnet.training.trainer import Trainer
-
 __all__ = [
     "ITERATIONS",
+    "IterationContext",
+    "Streams",
     "gan_iteration",
     "pseudo_label",
     "sdnet_iteration",
     "sdnet_joint_iteration",
     "selftrain_stage_end",
+    "selftrain_stage_over",
+    "selftrain_teacher",
     "unet_iteration",
     "with_pseudo_labels",
 ]
 
+M = TypeVar("M", SDNet, UNetSegmenter)
+Net = TypeVar("Net", bound=torch.nn.Module)
 
-def sdnet_iteration(t: Trainer) -> dict[str, float]:
-    """One SDNet iteration at step ``t.step`` in ``train.schedule`` (the authors' per-step updates or the paper's
-    joint objective); returns the logged loss terms."""
-    if t.config.train.schedule == "joint":
-        return sdnet_joint_iteration(t)
-    cfg, s = t.config, t.step
-    n_classes = cfg.model.n_classes
-    model = t.model
-    assert isinstance(model, SDNet)
-    x, m = t.labelled_stream.batch(s)
+
+@dataclass(frozen=True)
+class Streams:
+    """The batch streams of one run; every batch is a pure function of (seed, step).
+
+    Attributes:
+        labelled: images (B, 1, H, W) with masks (B, H, W) (plus pseudo-labelled slices in self-train rounds ≥ 1).
+        unlabelled: images without masks (``None``: no unlabelled images, or a method that ignores them).
+        real: masks shown to the discriminator as real.
+        volume: images with LV areas for the LV-volume task (``None`` without it).
+    """
+
+    labelled: BatchStream
+    unlabelled: BatchStream | None
+    real: BatchStream
+    volume: BatchStream | None
+
+
+@dataclass(frozen=True)
+class IterationContext(Generic[M]):
+    """Everything one training iteration reads or updates.
+
+    Attributes:
+        model: the segmentation network (:class:`SDNet`, or :class:`UNetSegmenter` for the baselines).
+        discriminator: the mask discriminator D (``None`` when the method or λ_adv = 0 has none).
+        streams: the batch streams.
+        optimisers: one Keras-style Adam per update kind (``supervised``, ``unsupervised``, ``zrec``, ``volume``,
+            ``generator``, ``discriminator``: those the method uses).
+        pool: the history of predicted masks shown to D as fake.
+        weights: the paper's λ (``config.loss``).
+        n_classes: classes including background.
+        volume_class: the class whose area the LV-volume task regresses (``None`` without one).
+        device: where the batches go.
+    """
+
+    model: M
+    discriminator: MaskDiscriminator | None
+    streams: Streams
+    optimisers: Mapping[str, KerasAdam]
+    pool: FakeMaskPool
+    weights: LossWeights
+    n_classes: int
+    volume_class: int | None
+    device: torch.device
+
+
+def _discriminator_update(ctx: IterationContext[Any], step: int, fake_masks: torch.Tensor) -> float:
+    """D on real masks of batch ``step`` against the pool fed with this iteration's predicted masks."""
+    assert ctx.discriminator is not None
+    _, real = ctx.streams.real.batch(step)
+    assert real is not None
+    real_fg = one_hot_foreground(real.to(ctx.device), ctx.n_classes)
+    return discriminator_step(ctx.discriminator, real_fg, ctx.pool(fake_masks),
+                              ctx.optimisers["discriminator"]).losses["disc"]
+
+
+def _volume_update(ctx: IterationContext[SDNet], step: int) -> float:
+    """The LV-volume step on batch ``step`` of the images with volume labels (no masks)."""
+    assert ctx.streams.volume is not None
+    xv, _ = ctx.streams.volume.batch(step)
+    return volume_step(ctx.model, xv.to(ctx.device), ctx.streams.volume.areas(step).to(ctx.device),
+                       ctx.optimisers["volume"], ctx.weights).losses["vol"]
+
+
+def sdnet_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, float]:
+    """The authors' SDNet iteration (``train.schedule=steps``, authors-code §1.11); returns the logged loss terms.
+
+    Supervised step on a labelled batch (encode, segment, decode), z-reconstruction on its anatomy; the volume step
+    (LV-volume task only); unsupervised step on an unlabelled batch (encode, decode, adversarial term on its masks),
+    z-reconstruction on its anatomy; discriminator step on real masks against the pool of predicted ones.
+    """
+    model, w, dev = ctx.model, ctx.weights, ctx.device
+    x, m = ctx.streams.labelled.batch(step)
     assert m is not None
-    x, m = x.to(t.device), m.to(t.device)
-    logs: dict[str, float] = {}
-    sup = supervised_step(model, x, m, t.optimisers["supervised"], cfg.loss, n_classes=n_classes,
-                          volume_class=t.data.volume_class)
-    logs.update({f"sup_{k}": v for k, v in sup.losses.items()})
-    if cfg.loss.zrec > 0 and sup.anatomy is not None:
-        zr = z_reconstruction_step(model, sup.anatomy, t.optimisers["zrec"], cfg.loss)
-        logs["sup_zrec"] = zr.losses["zrec"]
-    if t.volume_stream is not None:  # LV-volume multi-task: subjects with volume labels and no masks
-        xv, _ = t.volume_stream.batch(s)
-        vol = volume_step(model, xv.to(t.device), t.volume_stream.areas(s).to(t.device), t.optimisers["volume"],
-                          cfg.loss)
-        logs["volume_vol"] = vol.losses["vol"]
-    if t.unlabelled_stream is not None:
-        xu, _ = t.unlabelled_stream.batch(s)
-        xu = xu.to(t.device)
-        uns = unsupervised_step(model, t.discriminator, xu, t.optimisers["unsupervised"], cfg.loss)
-        logs.update({f"unsup_{k}": v for k, v in uns.losses.items()})
-        if cfg.loss.zrec > 0 and uns.anatomy is not None:
-            zr = z_reconstruction_step(model, uns.anatomy, t.optimisers["zrec"], cfg.loss)
-            logs["unsup_zrec"] = zr.losses["zrec"]
-        if t.discriminator is not None and uns.fake_masks is not None:
-            _, real = t.real_stream.batch(s)
-            assert real is not None
-            real_fg = one_hot_foreground(real.to(t.device), n_classes)
-            fake = t.pool(uns.fake_masks)
-            d = discriminator_step(t.discriminator, real_fg, fake, t.optimisers["discriminator"])
-            logs["disc"] = d.losses["disc"]
+    sup = supervised_step(model, x.to(dev), m.to(dev), ctx.optimisers["supervised"], w, n_classes=ctx.n_classes,
+                          volume_class=ctx.volume_class)
+    logs = {f"sup_{k}": v for k, v in sup.losses.items()}
+    if w.zrec > 0 and sup.anatomy is not None:
+        logs["sup_zrec"] = z_reconstruction_step(model, sup.anatomy, ctx.optimisers["zrec"], w).losses["zrec"]
+    if ctx.streams.volume is not None:
+        logs["volume_vol"] = _volume_update(ctx, step)
+    if ctx.streams.unlabelled is None:
+        return logs
+    xu, _ = ctx.streams.unlabelled.batch(step)
+    uns = unsupervised_step(model, ctx.discriminator, xu.to(dev), ctx.optimisers["unsupervised"], w)
+    logs.update({f"unsup_{k}": v for k, v in uns.losses.items()})
+    if w.zrec > 0 and uns.anatomy is not None:
+        logs["unsup_zrec"] = z_reconstruction_step(model, uns.anatomy, ctx.optimisers["zrec"], w).losses["zrec"]
+    if ctx.discriminator is not None and uns.fake_masks is not None:
+        logs["disc"] = _discriminator_update(ctx, step, uns.fake_masks)
     return logs
 
 
-def sdnet_joint_iteration(t: Trainer) -> dict[str, float]:
-    """One iteration of ``train.schedule=joint``: :func:`~sdnet.training.steps.joint_generator_step` on the
-    labelled and unlabelled batches, one z-reconstruction step on the anatomy of both, the volume step (LV-volume
-    multi-task only), then the discriminator step. Logged terms are prefixed ``sup_`` (the joint update, so that
+def sdnet_joint_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, float]:
+    """One iteration of ``train.schedule=joint`` (the paper's single objective, §4.2): one generator update on the
+    λ-weighted sum over the labelled and unlabelled batches, one z-reconstruction on both batches' anatomy, the
+    volume step (LV-volume task only), then the discriminator step. Logged terms are prefixed ``sup_`` (so that
     ``sup_segm`` means the same in both schedules)."""
-    cfg, s = t.config, t.step
-    model = t.model
-    assert isinstance(model, SDNet)
-    x, m = t.labelled_stream.batch(s)
+    model, w, dev = ctx.model, ctx.weights, ctx.device
+    x, m = ctx.streams.labelled.batch(step)
     assert m is not None
-    xu = None
-    if t.unlabelled_stream is not None:
-        xu = t.unlabelled_stream.batch(s)[0].to(t.device)
-    gen = joint_generator_step(model, t.discriminator, x.to(t.device), m.to(t.device), xu,
-                               t.optimisers["generator"], cfg.loss, n_classes=cfg.model.n_classes)
+    xu = ctx.streams.unlabelled.batch(step)[0].to(dev) if ctx.streams.unlabelled is not None else None
+    gen = joint_generator_step(model, ctx.discriminator, x.to(dev), m.to(dev), xu, ctx.optimisers["generator"], w,
+                               n_classes=ctx.n_classes)
     logs = {f"sup_{k}": v for k, v in gen.losses.items()}
-    if cfg.loss.zrec > 0 and gen.anatomy is not None:
-        logs["sup_zrec"] = z_reconstruction_step(model, gen.anatomy, t.optimisers["zrec"], cfg.loss).losses["zrec"]
-    if t.volume_stream is not None:
-        xv, _ = t.volume_stream.batch(s)
-        vol = volume_step(model, xv.to(t.device), t.volume_stream.areas(s).to(t.device), t.optimisers["volume"],
-                          cfg.loss)
-        logs["volume_vol"] = vol.losses["vol"]
-    if t.discriminator is not None and gen.fake_masks is not None:
-        _, real = t.real_stream.batch(s)
-        assert real is not None
-        real_fg = one_hot_foreground(real.to(t.device), cfg.model.n_classes)
-        logs["disc"] = discriminator_step(t.discriminator, real_fg, t.pool(gen.fake_masks),
-                                          t.optimisers["discriminator"]).losses["disc"]
+    if w.zrec > 0 and gen.anatomy is not None:
+        logs["sup_zrec"] = z_reconstruction_step(model, gen.anatomy, ctx.optimisers["zrec"], w).losses["zrec"]
+    if ctx.streams.volume is not None:
+        logs["volume_vol"] = _volume_update(ctx, step)
+    if ctx.discriminator is not None and gen.fake_masks is not None:
+        logs["disc"] = _discriminator_update(ctx, step, gen.fake_masks)
     return logs
 
 
-def unet_iteration(t: Trainer) -> dict[str, float]:
-    """One supervised U-Net update on labelled batch ``t.step`` (true labels, plus pseudo-labels in self-train
+def unet_iteration(ctx: IterationContext[UNetSegmenter], step: int) -> dict[str, float]:
+    """One supervised U-Net update on labelled batch ``step`` (true labels, plus pseudo-labels in self-train
     rounds ≥ 1); returns ``sup_segm``, ``sup_total`` (and ``sup_ce``)."""
-    cfg = t.config
-    model = t.model
-    assert isinstance(model, UNetSegmenter)
-    x, m = t.labelled_stream.batch(t.step)
+    x, m = ctx.streams.labelled.batch(step)
     assert m is not None
-    sup = unet_supervised_step(model, x.to(t.device), m.to(t.device), t.optimisers["supervised"], cfg.loss,
-                               n_classes=cfg.model.n_classes)
+    sup = unet_supervised_step(ctx.model, x.to(ctx.device), m.to(ctx.device), ctx.optimisers["supervised"],
+                               ctx.weights, n_classes=ctx.n_classes)
     return {f"sup_{k}": v for k, v in sup.losses.items()}
 
 
-def gan_iteration(t: Trainer) -> dict[str, float]:
+def gan_iteration(ctx: IterationContext[UNetSegmenter], step: int) -> dict[str, float]:
     """U-Net update on a labelled batch, adversarial generator update on an unlabelled batch, discriminator update
-    (real: the real-mask stream; fake: the fake pool fed with this iteration's predictions)."""
-    logs = unet_iteration(t)
-    model = t.model
-    assert isinstance(model, UNetSegmenter)
-    if t.unlabelled_stream is None or t.discriminator is None:  # no unlabelled images or λ3 = 0: a plain U-Net
+    (real: the real-mask stream; fake: the pool fed with this iteration's predictions) — SDNet without the
+    reconstruction cost (paper §4.3)."""
+    logs = unet_iteration(ctx, step)
+    if ctx.streams.unlabelled is None or ctx.discriminator is None:  # no unlabelled images or λ_adv = 0: a U-Net
         return logs
-    xu, _ = t.unlabelled_stream.batch(t.step)
-    gen = gan_generator_step(model, t.discriminator, xu.to(t.device), t.optimisers["unsupervised"], t.config.loss)
+    xu, _ = ctx.streams.unlabelled.batch(step)
+    gen = gan_generator_step(ctx.model, ctx.discriminator, xu.to(ctx.device), ctx.optimisers["unsupervised"],
+                             ctx.weights)
     logs.update({f"unsup_{k}": v for k, v in gen.losses.items()})
     assert gen.fake_masks is not None
-    _, real = t.real_stream.batch(t.step)
-    assert real is not None
-    real_fg = one_hot_foreground(real.to(t.device), t.config.model.n_classes)
-    d = discriminator_step(t.discriminator, real_fg, t.pool(gen.fake_masks), t.optimisers["discriminator"])
-    logs["disc"] = d.losses["disc"]
+    logs["disc"] = _discriminator_update(ctx, step, gen.fake_masks)
     return logs
 
 
-ITERATIONS: dict[str, Callable[[Trainer], dict[str, float]]] = {
-    "sdnet": sdnet_iteration,
-    "unet": unet_iteration,
-    "gan": gan_iteration,
-    "selftrain": unet_iteration,
+def _sdnet_schedule(ctx: IterationContext[SDNet], step: int, schedule: str) -> dict[str, float]:
+    return sdnet_joint_iteration(ctx, step) if schedule == "joint" else sdnet_iteration(ctx, step)
+
+
+ITERATIONS: dict[str, Callable[[IterationContext[Any], int, str], dict[str, float]]] = {
+    "sdnet": _sdnet_schedule,
+    "unet": lambda ctx, step, _: unet_iteration(ctx, step),
+    "gan": lambda ctx, step, _: gan_iteration(ctx, step),
+    "selftrain": lambda ctx, step, _: unet_iteration(ctx, step),
 }
-"""``train.method`` → the function that runs one training iteration (the model is in train mode)."""
+"""``train.method`` → one training iteration ``(context, step, train.schedule) -> logged terms`` (model in train
+mode)."""
 
 
 def selftrain_stage_end(train: TrainConfig, steps_per_epoch: int, stage: int) -> int:
@@ -188,6 +237,30 @@ def selftrain_stage_end(train: TrainConfig, steps_per_epoch: int, stage: int) ->
     if train.max_steps:
         total = min(total, train.max_steps)
     return total * (stage + 1) // (train.selftrain_rounds + 1)
+
+
+def selftrain_stage_over(train: TrainConfig, *, round_: int, step: int, steps_per_epoch: int, stale_epochs: int,
+                         minutes: float) -> bool:
+    """Whether self-train stage ``round_`` is over (always False in the last round): early stopping triggered,
+    its share of the iterations or of ``max_minutes`` is spent."""
+    if round_ >= train.selftrain_rounds:
+        return False
+    if train.patience > 0 and stale_epochs >= train.patience:  # early stopping ends the round
+        return True
+    if step >= selftrain_stage_end(train, steps_per_epoch, round_):
+        return True
+    share = train.max_minutes * (round_ + 1) / (train.selftrain_rounds + 1)
+    return bool(train.max_minutes) and minutes >= share
+
+
+def selftrain_teacher(model: Net, best: Path | None, device: torch.device) -> Net:
+    """The network that pseudo-labels the next round: the best model so far (``best`` checkpoint, loaded into a
+    copy of ``model``), or ``model`` itself when there is none yet. Copying does not touch the global RNG."""
+    if best is None or not best.is_file():
+        return model
+    teacher = copy.deepcopy(model)
+    teacher.load_state_dict(load_checkpoint(best, map_location=device)["model"])
+    return teacher
 
 
 def pseudo_label(model: Segmenter, images: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:

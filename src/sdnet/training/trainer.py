@@ -27,12 +27,15 @@ Mixed precision (``train.precision=bf16``): every training iteration runs under 
 loss scaling needed); the steps take their backward passes and updates outside it and the losses promote their
 inputs to float32 (:mod:`sdnet.losses`). Parameters, optimiser state and checkpoints stay float32, and validation
 and evaluation run in float32, so a checkpoint does not depend on the precision it was trained in.
+
+Length: one class — the loop and every piece of state a checkpoint must hold for an exact resume (networks,
+optimisers, pool, streams, RNG, early-stopping and self-train bookkeeping, logs). The iterations themselves live in
+:mod:`sdnet.training.methods` and :mod:`sdnet.training.steps`, starting a run in :mod:`sdnet.training.start`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import math
@@ -56,7 +59,15 @@ from sdnet.errors import CheckpointError, OutputError, RunInterrupted, SDNetErro
 from sdnet.evaluation import evaluate_volumes
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discriminator, build_segmenter
 from sdnet.outputs import check_writable, os_reason, write_text
-from sdnet.training.methods import ITERATIONS, pseudo_label, selftrain_stage_end, with_pseudo_labels
+from sdnet.training.methods import (
+    ITERATIONS,
+    IterationContext,
+    Streams,
+    pseudo_label,
+    selftrain_stage_over,
+    selftrain_teacher,
+    with_pseudo_labels,
+)
 from sdnet.training.optim import KerasAdam
 from sdnet.training.run_lock import RunLock
 from sdnet.training.steps import (
@@ -363,6 +374,16 @@ class Trainer:
         means, _ = report.mean_std("3d")
         return report.mean_dice("3d"), {name: float(m) for name, m in zip(self.class_names, means, strict=True)}
 
+    def context(self) -> IterationContext[Any]:
+        """What an iteration reads and updates (:class:`~sdnet.training.methods.IterationContext`), as of now: the
+        labelled stream changes when a self-train round adds pseudo-labels."""
+        return IterationContext(
+            model=self.model, discriminator=self.discriminator,
+            streams=Streams(labelled=self.labelled_stream, unlabelled=self.unlabelled_stream, real=self.real_stream,
+                            volume=self.volume_stream),
+            optimisers=self.optimisers, pool=self.pool, weights=self.config.loss, n_classes=self.config.model.n_classes,
+            volume_class=self.data.volume_class, device=self.device)
+
     def train_iteration(self) -> dict[str, float]:
         """One iteration of ``train.method``'s schedule (:data:`sdnet.training.methods.ITERATIONS`); returns the
         logged loss terms."""
@@ -370,7 +391,7 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                             enabled=self.config.train.precision == "bf16"):
             try:
-                logs = ITERATIONS[self.method](self)
+                logs = ITERATIONS[self.method](self.context(), self.step, self.config.train.schedule)
             except NonFiniteLossError as exc:  # nothing of this iteration is saved: last.pt stays the finite state
                 last = self.run_dir / "last.pt"
                 kept = f"; {last} keeps the last periodic checkpoint" if last.is_file() else ""
@@ -389,24 +410,15 @@ class Trainer:
 
     def _selftrain_stage_over(self, start: float) -> bool:
         """Whether the current self-train stage is over (always False for other methods and in the last round)."""
-        tc = self.config.train
-        if self.method != "selftrain" or self.selftrain_round >= tc.selftrain_rounds:
-            return False
-        if tc.patience > 0 and self.stale_epochs >= tc.patience:  # early stopping ends the round
-            return True
-        if self.step >= selftrain_stage_end(tc, self.steps_per_epoch, self.selftrain_round):
-            return True
-        share = tc.max_minutes * (self.selftrain_round + 1) / (tc.selftrain_rounds + 1)
-        return bool(tc.max_minutes) and (time.perf_counter() - start) / 60.0 >= share
+        return self.method == "selftrain" and selftrain_stage_over(
+            self.config.train, round_=self.selftrain_round, step=self.step, steps_per_epoch=self.steps_per_epoch,
+            stale_epochs=self.stale_epochs, minutes=(time.perf_counter() - start) / 60.0)
 
     def _next_selftrain_round(self, logger: _Logger) -> None:
         """Pseudo-label the unlabelled pool with the best model so far (``best.pt``; the current model if never
         validated), add it to the training set, reset the patience counter and checkpoint."""
-        teacher: SDNet | UNetSegmenter = self.model
-        best = self.run_dir / "best.pt"
-        if self.best_epoch >= 0 and best.is_file():
-            teacher = copy.deepcopy(self.model)  # no re-initialisation: the global RNG is left untouched
-            teacher.load_state_dict(load_checkpoint(best, map_location=self.device)["model"])
+        teacher = selftrain_teacher(self.model, self.run_dir / "best.pt" if self.best_epoch >= 0 else None,
+                                    self.device)
         labels = pseudo_label(teacher, self.data.unlabelled.images) if self.data.unlabelled is not None else None
         self.selftrain_round += 1
         self._use_pseudo_labels(labels)
