@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -74,3 +75,31 @@ def test_no_file_cites_the_old_facts_document() -> None:
         offenders += [f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}"
                       for m in OLD_FORM.finditer(text)]
     assert not offenders, f"cite docs/authors-code.md as 'authors-code §N.M' instead: {offenders}"
+
+
+XREF = re.compile(r":(?:mod|func|class|meth|data|attr|exc):`~?(?:[^`<]*<)?~?(?P<name>sdnet(?:\.\w+)+)>?`")
+
+
+def _resolves(name: str) -> bool:
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        for attr in parts[k:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_docstring_cross_references_resolve() -> None:
+    """Every ``:func:`sdnet....``` (and :mod:, :class:, :meth: ...) names a module or attribute that exists."""
+    refs = [(f"{p.relative_to(ROOT)}:{t.count(chr(10), 0, m.start()) + 1}", m["name"])
+            for p in sorted((ROOT / "src" / "sdnet").rglob("*.py")) for t in [p.read_text(encoding="utf-8")]
+            for m in XREF.finditer(t)]
+    assert len(refs) > 40  # the pattern sees the package's references
+    assert not _resolves("sdnet.training.no_such_function")
+    assert [f"{where}: {name}" for where, name in refs if not _resolves(name)] == []
