@@ -357,7 +357,8 @@ class TrainConfig:
         selftrain_rounds: ``selftrain`` only: pseudo-label-and-retrain rounds after the labelled-only round 0. The
             run's budget (``epochs``, ``max_steps``, ``max_minutes``) is split equally over the rounds + 1
             stages, so the total budget equals the other methods'.
-        batch_size: images per step (4 in the paper).
+        batch_size: images per step (4 in the paper); in a data-parallel run the global batch, split evenly over the
+            processes.
         epochs: upper bound on epochs; an epoch is ceil(max(#labelled, #unlabelled) / batch_size) iterations.
         steps_per_epoch: override the epoch length in iterations (0 = the authors' definition above); validation,
             early stopping and best-checkpoint selection happen at epoch ends.
@@ -380,6 +381,8 @@ class TrainConfig:
             benchmark's ``library+bf16`` lever, docs/performance-levers.md), so keep ``fp32`` there. Accuracy is
             not shown to match fp32 (docs/performance-quality-bf16.md: 0.03 lower validation Dice after 300
             phantom iterations, one seed); check it on your data.
+        sync_batchnorm: in a data-parallel run (``torchrun``), normalise with the statistics of the whole global
+            batch (:class:`torch.nn.SyncBatchNorm`; CUDA only) instead of each process' shard.
     """
 
     method: TrainMethod = "sdnet"
@@ -399,6 +402,7 @@ class TrainConfig:
     num_threads: int = 0
     device: str = "cpu"
     precision: Precision = "fp32"
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -26,7 +26,8 @@ from sdnet.predict import predict_inputs
 from sdnet.study import run_state, run_study
 from sdnet.study.variants import plan_kind, write_study_table
 from sdnet.training import Trainer
-from sdnet.training.start import check_new_run_dir, machine_note, new_run_config
+from sdnet.training.distributed import shutdown
+from sdnet.training.start import check_new_run_dir, machine_note, new_run_config, restarted_run
 from sdnet.visualise import decomposition_figure, training_curves
 
 
@@ -50,6 +51,16 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        return _train(args)
+    finally:
+        shutdown()  # leave a torchrun process group (nothing in one process)
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.resume is None and restarted_run(args.out):  # torchrun --max-restarts brought the workers back
+        print(f"restarted by torchrun: continuing {args.out} from its last.pt", file=sys.stderr)
+        args.resume, args.config, args.data, args.init_from = args.out, None, None, None
     if args.resume is not None:
         if args.config is not None or args.data is not None or args.init_from is not None:
             raise SDNetError("--resume takes the config, data and weights of the run; drop --config/--data/--init-from")
@@ -57,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(config_yaml(stored_config(args.resume, args.overrides)), end="")
             return 0
         trainer = Trainer.resume(args.resume, overrides=args.overrides, progress=not args.no_progress)
-        print(f"resuming {args.resume} at step {trainer.step} (epoch {trainer.epoch})")
+        if trainer.is_main:
+            print(f"resuming {args.resume} at step {trainer.step} (epoch {trainer.epoch})")
     else:
         config, split = new_run_config(args.config, args.overrides, data_root=args.data, init_from=args.init_from)
         if args.print_config:
@@ -69,8 +81,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         check_new_run_dir(run_dir)
         trainer = Trainer(config, run_dir, progress=not args.no_progress, split=split, init_from=args.init_from)
-    print(trainer.data_summary())
+    if trainer.is_main:  # one process prints (torchrun runs several)
+        print(trainer.data_summary())
     result = trainer.fit()
+    if not trainer.is_main:
+        return 0
     when = f"epoch {result.best_epoch}" if result.best_epoch >= 0 else "at the end, before a whole epoch"
     print(f"stopped ({result.stop_reason}) after {result.epochs} epochs / {result.steps} iterations "
           f"in {trainer.elapsed / 60:.1f} min; best validation 3D Dice {result.best_val_dice:.4f} "

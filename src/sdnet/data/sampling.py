@@ -51,12 +51,19 @@ class BatchStream:
         name: stream name (``labelled``, ``unlabelled``, ``real_masks``) so streams are independent.
         max_rotation: maximum absolute rotation in degrees (0 disables augmentation).
         flip: also apply a random square symmetry (rot90 by k, optional flip) per image.
+        shard: ``(rank, world_size)`` of a data-parallel run: :meth:`batch` returns this process' contiguous
+            ``batch_size / world_size`` images of the global batch (the same images, rotations and flips as the
+            global batch of one process); ``(0, 1)`` = the whole batch.
     """
 
     def __init__(self, data: SliceSet, *, batch_size: int, seed: int, name: str, max_rotation: float = 0.0,
-                 flip: bool = False) -> None:
+                 flip: bool = False, shard: tuple[int, int] = (0, 1)) -> None:
         if len(data) == 0:
             raise ValueError(f"stream {name!r} has no images")
+        rank, world = shard
+        if world < 1 or not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"stream {name!r}: batch size {batch_size} does not split over {world} processes")
+        self.shard = shard
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
@@ -79,23 +86,30 @@ class BatchStream:
         positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
         return np.array([self._permutation(int(p // n))[int(p % n)] for p in positions])
 
+    def _mine(self, values: torch.Tensor) -> torch.Tensor:
+        """This process' part of a global-batch tensor (B, ...)."""
+        rank, world = self.shard
+        per = self.batch_size // world
+        return values[rank * per : (rank + 1) * per]
+
     def areas(self, step: int) -> torch.Tensor:
         """Volume labels of batch ``step`` (B,) (the slices of :meth:`batch`; rotations and flips keep an area up
         to the pixels a rotation moves out of the crop)."""
         if self.data.areas is None:
             raise ValueError(f"stream {self.name!r} has no volume labels")
-        return self.data.areas[torch.from_numpy(self.indices(step))]
+        return self.data.areas[self._mine(torch.from_numpy(self.indices(step)))]
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Batch ``step``: images (B, 1, H, W) and masks (B, H, W) or None."""
-        idx = torch.from_numpy(self.indices(step))
+        """Batch ``step``: images (B, 1, H, W) and masks (B, H, W) or None (B = this process' share)."""
+        full = torch.from_numpy(self.indices(step))
+        idx = self._mine(full)
         images = self.data.images[idx]
         masks = self.data.masks[idx] if self.data.masks is not None else None
-        if self.max_rotation > 0:
+        if self.max_rotation > 0:  # drawn for the global batch, so every image gets the same angle on any shard
             gen = torch.Generator().manual_seed(_stream_seed(self.seed, self.name + "/rotation", step))
-            angles = (torch.rand(len(idx), generator=gen) * 2 - 1) * self.max_rotation
-            images, masks = rotate(images, masks, angles)
+            angles = (torch.rand(len(full), generator=gen) * 2 - 1) * self.max_rotation
+            images, masks = rotate(images, masks, self._mine(angles))
         if self.flip:
             gen = torch.Generator().manual_seed(_stream_seed(self.seed, self.name + "/flip", step))
-            images, masks = dihedral(images, masks, torch.randint(0, 8, (len(idx),), generator=gen))
+            images, masks = dihedral(images, masks, self._mine(torch.randint(0, 8, (len(full),), generator=gen)))
         return images, masks

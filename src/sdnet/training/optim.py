@@ -14,7 +14,7 @@ The learning rate and its decay are set by :meth:`KerasAdam.step` exactly as bef
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -57,6 +57,8 @@ class KerasAdam:
         implementation: torch's Adam kernel: ``auto`` (default: fused where supported, else foreach), ``fused``,
             ``foreach`` or ``loop`` (torch's per-parameter reference loop). Not part of the saved state: a
             checkpoint written with one implementation loads into any other.
+        gradient_sync: called with this optimiser's parameters just before every update (a data-parallel run
+            averages their gradients over the processes there: :mod:`sdnet.training.distributed`).
     """
 
     def __init__(
@@ -65,9 +67,12 @@ class KerasAdam:
         config: OptimConfig,
         *,
         implementation: AdamImplementation = "auto",
+        gradient_sync: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
     ) -> None:
         self.config = config
         parameters = list(params)
+        self.parameters = parameters
+        self.gradient_sync = gradient_sync
         try:
             self._flags = _adam_flags(parameters, implementation)
             self.optimizer = torch.optim.Adam(
@@ -99,6 +104,8 @@ class KerasAdam:
         self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
+        if self.gradient_sync is not None:
+            self.gradient_sync(self.parameters)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         self.optimizer.step()

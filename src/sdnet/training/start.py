@@ -16,6 +16,7 @@ from sdnet.checkpoint import stored_split
 from sdnet.config import RunConfig, load_config
 from sdnet.data.splits import Split
 from sdnet.errors import SDNetError
+from sdnet.training.distributed import elastic_restart
 
 CONFIG_HINT = ("a YAML run config such as configs/phantom_demo.yaml (the demo), configs/acdc_cpu.yaml (ACDC on a "
                "CPU) or configs/acdc_paper.yaml (the paper's sizes), or --config default for the built-in paper-size "
@@ -60,6 +61,12 @@ def machine_note(config: RunConfig) -> str | None:
                 "CPU takes seconds per iteration; configs/acdc_cpu.yaml is sized for CPUs, --set train.device=cuda "
                 "uses a GPU")
     return None
+
+
+def restarted_run(run_dir: str | Path | None) -> bool:
+    """Whether ``sdnet train --out run_dir`` was restarted by ``torchrun --max-restarts`` after a worker failed and
+    should continue from ``run_dir/last.pt`` instead of starting afresh."""
+    return run_dir is not None and elastic_restart() and (Path(run_dir) / "last.pt").is_file()
 
 
 def check_new_run_dir(run_dir: str | Path) -> None:

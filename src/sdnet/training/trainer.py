@@ -59,6 +59,7 @@ from sdnet.errors import CheckpointError, OutputError, RunInterrupted, SDNetErro
 from sdnet.evaluation import evaluate_volumes
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discriminator, build_segmenter
 from sdnet.outputs import check_writable, os_reason, write_text
+from sdnet.training.distributed import from_environment
 from sdnet.training.methods import (
     ITERATIONS,
     IterationContext,
@@ -143,6 +144,19 @@ class _Logger:
         self.tb.close()
 
 
+class _NoLogger(_Logger):
+    """What the processes other than rank 0 of a data-parallel run log: nothing."""
+
+    def __init__(self) -> None:  # no files
+        pass
+
+    def write(self, record: dict[str, Any], prefix: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 class Trainer:
     """Trains SDNet, or the baseline named by ``config.train.method``, in ``run_dir`` according to ``config``.
 
@@ -162,9 +176,19 @@ class Trainer:
         split: Split | None = None, init_from: str | Path | None = None,
     ) -> None:
         self.config = config
-        self.run_dir = check_writable(run_dir, what="run folder")  # before the data are read: fail in a second
-        self.progress = progress
+        # a data-parallel run under torchrun (sdnet.training.distributed); None in one process
+        self.group = from_environment(config.train.device)
+        self.is_main = self.group is None or self.group.is_main
+        rank, world = (self.group.rank, self.group.world_size) if self.group is not None else (0, 1)
+        if config.train.batch_size % world:
+            raise SDNetError(f"train.batch_size={config.train.batch_size} (the global batch) does not split over "
+                             f"{world} processes; use a multiple of {world}")
+        # before the data are read: fail in a second (rank 0 alone writes the run folder)
+        self.run_dir = check_writable(run_dir, what="run folder") if self.is_main else Path(run_dir)
+        self.progress = progress and self.is_main
         self.device = resolve_device(config.train.device)
+        if self.group is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.group.local_rank)
         if config.train.num_threads > 0:
             torch.set_num_threads(config.train.num_threads)
         if config.train.precision == "bf16" and self.device.type == "cpu":
@@ -179,6 +203,11 @@ class Trainer:
         self.model: SDNet | UNetSegmenter = build_segmenter(mc, self.method).to(self.device)
         if init_from is not None:
             self._initialise_from(init_from)
+        if config.train.sync_batchnorm and self.group is not None:
+            if self.device.type != "cuda":
+                raise SDNetError("train.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU "
+                                 "kernel); on the CPU each process normalises with its shard's statistics")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         # unet ignores the unlabelled images; selftrain uses them through pseudo-labels (rounds >= 1)
         self.semi_supervised = self.data.unlabelled is not None and self.method != "unet"
         self.use_discriminator = self.semi_supervised and config.loss.adv > 0 and self.method in ("sdnet", "gan")
@@ -186,30 +215,43 @@ class Trainer:
             build_discriminator(mc).to(self.device) if self.use_discriminator else None
         )
         oc = config.optim
+        sync = self.group.average_gradients if self.group is not None else None
+
+        def adam(params: Iterator[torch.nn.Parameter] | list[torch.nn.Parameter]) -> KerasAdam:
+            return KerasAdam(params, oc, gradient_sync=sync)
+
         if isinstance(self.model, SDNet) and config.train.schedule == "joint":
             # the paper's single objective: one Adam for the joint generator update
             self.optimisers: dict[str, KerasAdam] = {
-                "generator": KerasAdam(generator_parameters(self.model), oc),
-                "zrec": KerasAdam(z_regressor_parameters(self.model), oc),
+                "generator": adam(generator_parameters(self.model)),
+                "zrec": adam(z_regressor_parameters(self.model)),
             }
             if self.data.volume is not None and config.loss.vol > 0:
-                self.optimisers["volume"] = KerasAdam(volume_parameters(self.model), oc)
+                self.optimisers["volume"] = adam(volume_parameters(self.model))
         elif isinstance(self.model, SDNet):
             self.optimisers = {
-                "supervised": KerasAdam(generator_parameters(self.model), oc),
-                "zrec": KerasAdam(z_regressor_parameters(self.model), oc),
+                "supervised": adam(generator_parameters(self.model)),
+                "zrec": adam(z_regressor_parameters(self.model)),
             }
             if self.semi_supervised:
-                self.optimisers["unsupervised"] = KerasAdam(generator_parameters(self.model), oc)
+                self.optimisers["unsupervised"] = adam(generator_parameters(self.model))
             if self.data.volume is not None and config.loss.vol > 0:
-                self.optimisers["volume"] = KerasAdam(volume_parameters(self.model), oc)
+                self.optimisers["volume"] = adam(volume_parameters(self.model))
         else:
-            self.optimisers = {"supervised": KerasAdam(self.model.parameters(), oc)}
+            self.optimisers = {"supervised": adam(self.model.parameters())}
             if self.discriminator is not None:  # gan: the adversarial generator update has its own Adam state
-                self.optimisers["unsupervised"] = KerasAdam(self.model.parameters(), oc)
+                self.optimisers["unsupervised"] = adam(self.model.parameters())
         if self.discriminator is not None:
-            self.optimisers["discriminator"] = KerasAdam(self.discriminator.parameters(), oc)
+            self.optimisers["discriminator"] = adam(self.discriminator.parameters())
         self.pool = FakeMaskPool(config.train.fake_pool_size)
+        if self.group is not None:
+            # equal parameters on every process from the start (as DDP's broadcast when it wraps a module); then
+            # each process draws its own VAE noise and pool samples (rank 0 keeps the single-process stream)
+            for net in (self.model, self.discriminator):
+                if net is not None:
+                    self.group.broadcast_module(net)
+            if rank:
+                torch.manual_seed(config.train.seed + 1_000_003 * rank)
         tc = config.train
         self.labelled_stream = self._stream(self.data.labelled, "labelled")
         self.unlabelled_stream = (
@@ -249,8 +291,9 @@ class Trainer:
 
     def _stream(self, data: SliceSet, name: str) -> BatchStream:
         d, tc = self.config.data, self.config.train
+        shard = (self.group.rank, self.group.world_size) if self.group is not None else (0, 1)
         return BatchStream(data, batch_size=tc.batch_size, seed=tc.seed, name=name, max_rotation=d.augment_rotation,
-                           flip=d.augment_flip)
+                           flip=d.augment_flip, shard=shard)
 
     def _initialise_from(self, checkpoint: str | Path) -> None:
         """Copy the network weights of ``checkpoint`` into the model (fine-tuning); only an area regressor may be
@@ -300,7 +343,13 @@ class Trainer:
             "pool": self.pool.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+            "world_size": self.group.world_size if self.group is not None else 1,
         }
+        if self.group is not None:  # a collective: every process calls state_dict (through save) at the same step
+            # each process' RNG and fake pool differ (its own noise, its own shard's masks); all are kept so that a
+            # resumed run with the same world size continues every process exactly
+            state["rng_ranks"] = self.group.gather(torch.get_rng_state())
+            state["pool_ranks"] = self.group.gather(self.pool.state_dict())
         if self.method == "selftrain":
             state["selftrain"] = {"round": self.selftrain_round}
             if self.pseudo_labels is not None:
@@ -317,8 +366,8 @@ class Trainer:
                 self.discriminator.load_state_dict(state["discriminator"])
             for name, opt in self.optimisers.items():
                 opt.load_state_dict(state["optimisers"][name])
-            self.pool.load_state_dict(state["pool"])
-            torch.set_rng_state(state["rng"]["torch"])
+            self.pool.load_state_dict(self._pool_state(state))
+            torch.set_rng_state(self._rng_state(state))
             if self.device.type == "cuda" and state["rng"].get("cuda"):
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
             self.step = int(state["step"])
@@ -341,8 +390,40 @@ class Trainer:
             raise CheckpointError(f"checkpoint does not match this run's model/config ({detail})") from None
         self._resumed_from = self.step
 
+    def _rng_state(self, state: dict[str, Any]) -> torch.Tensor:
+        """This process' saved RNG state; with another world size than the checkpoint's, say in one line what
+        that changes."""
+        saved_world = int(state.get("world_size", 1))
+        world = self.group.world_size if self.group is not None else 1
+        rank = self.group.rank if self.group is not None else 0
+        if saved_world != world:
+            if self.is_main:
+                log.warning("resuming a run trained on %d process(es) with %d: the global batch and the data order "
+                            "are unchanged, but BatchNorm statistics and VAE noise are per process, so the result "
+                            "will not equal an uninterrupted %d-process run bit for bit", saved_world, world,
+                            saved_world)
+            if rank:
+                return torch.Generator().manual_seed(self.config.train.seed + 1_000_003 * rank).get_state()
+        ranks = state.get("rng_ranks")
+        chosen: torch.Tensor = ranks[rank] if ranks and len(ranks) == world else state["rng"]["torch"]
+        return chosen
+
+    def _pool_state(self, state: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """This process' saved fake pool (rank 0's, and the only one, in a single-process checkpoint)."""
+        ranks = state.get("pool_ranks")
+        world = self.group.world_size if self.group is not None else 1
+        if ranks and len(ranks) == world:
+            return dict(ranks[self.group.rank if self.group is not None else 0])
+        return dict(state["pool"])
+
     def save(self, name: str) -> Path:
-        return save_checkpoint(self.state_dict(), self.run_dir / name)
+        """Write checkpoint ``name`` (rank 0 only; in a data-parallel run every process calls this at the same
+        step, since the checkpoint holds every process' RNG state)."""
+        state = self.state_dict()
+        path = self.run_dir / name
+        if self.is_main:
+            save_checkpoint(state, path)
+        return path
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, overrides: list[str] | None = None, progress: bool = False) -> Trainer:
@@ -361,6 +442,24 @@ class Trainer:
         return trainer
 
     # ------------------------------------------------------------------------------------------------ training
+    def _validate_on_main(self) -> tuple[float, dict[str, float]]:
+        """:meth:`validate_per_class` on rank 0, its result on every process (one process: just the call)."""
+        if self.group is None:
+            return self.validate_per_class()
+        result = self.validate_per_class() if self.is_main else None
+        val, classes = self.group.from_main(result)
+        return float(val), dict(classes)
+
+    def _main_decides(self, *flags: bool) -> tuple[bool, ...]:
+        """Decisions taken on rank 0's clock and state (time budget, self-train stage), on every process."""
+        if self.group is None:
+            return flags
+        return self.group.any(*(f and self.is_main for f in flags))
+
+    def _any_process(self, flag: bool) -> bool:
+        """True on every process when true on any (a stop signal delivered to one process stops them all)."""
+        return flag if self.group is None else self.group.any(flag)[0]
+
     def validate(self) -> float:
         """Mean 3D Dice over classes and validation volumes (NaN if there are none)."""
         return self.validate_per_class()[0]
@@ -435,7 +534,7 @@ class Trainer:
     def _end_epoch(self, logger: _Logger, train_means: dict[str, float]) -> bool:
         """Validate, update best/patience, write checkpoints. Returns True when early stopping triggers."""
         tc = self.config.train
-        val, val_classes = self.validate_per_class()
+        val, val_classes = self._validate_on_main()
         self.epoch += 1
         if math.isfinite(val) and val > self.best_val:
             self.best_val, self.best_epoch = val, self.epoch
@@ -484,7 +583,8 @@ class Trainer:
         if self._resumed_from is None and (self.run_dir / "last.pt").exists():
             raise SDNetError(f"{self.run_dir} already holds a run (last.pt); continue it with --resume "
                              f"{self.run_dir} or choose another --out")
-        with RunLock(self.run_dir), self._stop_signals():
+        lock = RunLock(self.run_dir) if self.is_main else contextlib.nullcontext()
+        with lock, self._stop_signals():
             return self._fit()
 
     @contextlib.contextmanager
@@ -511,9 +611,10 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         tc = self.config.train
-        save_config(self.config, self.run_dir / "config.yaml")
-        save_split(self.data.split, self.run_dir)
-        logger = _Logger(self.run_dir, resume_step=self._resumed_from)
+        if self.is_main:
+            save_config(self.config, self.run_dir / "config.yaml")
+            save_split(self.data.split, self.run_dir)
+        logger = _Logger(self.run_dir, resume_step=self._resumed_from) if self.is_main else _NoLogger()
         start = time.perf_counter() - self.elapsed
         stop_reason = "epochs"
         bar = tqdm(total=self.steps_per_epoch, disable=not self.progress, leave=False, dynamic_ncols=True)
@@ -524,12 +625,15 @@ class Trainer:
                 bar.set_description(f"epoch {self.epoch + 1}")
                 epoch_done = False
                 while not epoch_done:
-                    if self._selftrain_stage_over(start):
+                    stage_over, out_of_time = self._main_decides(
+                        self._selftrain_stage_over(start),
+                        bool(tc.max_minutes) and (time.perf_counter() - start) / 60.0 >= tc.max_minutes)
+                    if stage_over:
                         self._next_selftrain_round(logger)
                     if tc.max_steps and self.step >= tc.max_steps:
                         stop_reason = "max_steps"
                         break
-                    if tc.max_minutes and (time.perf_counter() - start) / 60.0 >= tc.max_minutes:
+                    if out_of_time:
                         stop_reason = "max_minutes"
                         break
                     logs = self.train_iteration()
@@ -544,9 +648,9 @@ class Trainer:
                         bar.set_postfix(dice_loss=f"{logs.get('sup_segm', float('nan')):.3f}")
                     if self.step % tc.checkpoint_every == 0:
                         self.save("last.pt")
-                    if self._stop_signal is not None:
+                    if self._any_process(self._stop_signal is not None):
                         self.save("last.pt")
-                        name = signal.Signals(self._stop_signal).name
+                        name = signal.Signals(self._stop_signal or signal.SIGTERM).name
                         raise RunInterrupted(f"{name} at step {self.step}: {self.run_dir / 'last.pt'} saved; "
                                              f"continue with: sdnet train --resume {self.run_dir}")
                     epoch_done = self.step >= (self.epoch + 1) * self.steps_per_epoch
@@ -564,16 +668,19 @@ class Trainer:
             if stop_reason in ("max_steps", "max_minutes"):
                 self.save("last.pt")
                 if self.best_epoch < 0:  # never validated: make sure best.pt exists
-                    self.best_val = self.validate()
+                    self.best_val = self._validate_on_main()[0]
                     self.save("best.pt")
         finally:
             bar.close()
             logger.close()
         result = TrainResult(run_dir=self.run_dir, steps=self.step, epochs=self.epoch, best_val_dice=self.best_val,
                              best_epoch=self.best_epoch, stop_reason=stop_reason, history=self.history)
-        write_text(self.run_dir / "result.json", json.dumps(
-            {"method": self.method, "steps": result.steps, "epochs": result.epochs,
-             "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "stop_reason": stop_reason,
-             "elapsed_s": round(self.elapsed, 1)},
-            indent=1))
+        if self.is_main:
+            write_text(self.run_dir / "result.json", json.dumps(
+                {"method": self.method, "steps": result.steps, "epochs": result.epochs,
+                 "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "stop_reason": stop_reason,
+                 "elapsed_s": round(self.elapsed, 1), "processes": self.group.world_size if self.group else 1},
+                indent=1))
+        if self.group is not None:
+            self.group.barrier()  # the others wait until rank 0 has written everything
         return result
