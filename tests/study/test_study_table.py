@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from sdnet.study import build_table, labelled_subjects, plan_study, read_result, write_table
+from sdnet.study import StudyGrid, build_table, labelled_subjects, plan_study, read_result, write_table
 
 from .study_helpers import LABELLED, METHODS, TinyStudy, run_cli
 
@@ -123,8 +123,11 @@ def test_paired_ttest_equals_scipy_on_handmade_results(tmp_path: Path):
     files = write_table(study)
     md = files.markdown.read_text()
     assert "| 3 subjects | sdnet-nozrec | 0/2 | — | — | — | — | — | |" in md
-    assert "sdnet-noadv, 3 subjects: 1 of 2 runs missing (sdnet-noadv/l3/fold1)" in md
-    assert "sdnet-nozrec, 3 subjects: no finished runs (2 expected)" in md
+    index = {spec.name: spec.index for spec in StudyGrid.read(study).runs}
+    assert (f"sdnet-noadv, 3 subjects: 1 of 2 runs missing (sdnet-noadv/l3/fold1 (run "
+            f"{index['sdnet-noadv/l3/fold1']}))") in md  # the run index: resubmit it as a job-array task
+    assert (f"sdnet-nozrec, 3 subjects: no finished runs (2 expected: sdnet-nozrec/l3/fold0 (run "
+            f"{index['sdnet-nozrec/l3/fold0']}), sdnet-nozrec/l3/fold1 (run {index['sdnet-nozrec/l3/fold1']}))") in md
     star = "\\*" if l1["sdnet"].p_value < 0.05 else ""
     assert f"**{l1['sdnet'].avg_mean:.3f} ± {l1['sdnet'].avg_std:.3f}**{star} | {l1['sdnet'].p_value:.3g} (vs " \
            "sdnet-noadv, 12 pairs) |" in md

@@ -23,6 +23,7 @@ __all__ = ["build_parser", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as typed (for --slurm's job script)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     # The commands module imports torch and the library; it is loaded only once the arguments parsed, so that
     # `sdnet --help` (and a mistyped option) answers at once. This is for start-up time, not an import circle.

@@ -24,6 +24,7 @@ from sdnet.export import export_model
 from sdnet.outputs import check_writable
 from sdnet.predict import predict_inputs
 from sdnet.study import run_state, run_study
+from sdnet.study.slurm import array_task_index, write_sbatch
 from sdnet.study.variants import plan_kind, write_study_table
 from sdnet.training import Trainer
 from sdnet.training.distributed import shutdown
@@ -215,6 +216,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                      mixes=getattr(args, "mixes", ()), channels=getattr(args, "channels", ()),
                      n_z=getattr(args, "nz", ()), protocol=args.protocol, folds=args.folds, seeds=args.seeds,
                      data_root=args.data, overrides=args.overrides)
+    if args.slurm:
+        script = write_sbatch(plan, args.out, args.argv, cpus=args.slurm_cpus, max_parallel=args.slurm_max_parallel)
+        print(f"wrote {script} ({len(plan.runs)} tasks); submit with: sbatch {script}")
+        return 0
     if args.dry_run:
         width = len(str(len(plan.runs) - 1))
         for spec in plan.runs:
@@ -222,7 +227,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             print(f"{spec.index:>{width}}  {spec.name:<32} {state:<8} {' '.join(spec.grid_overrides)}")
         print(f"{len(plan.runs)} runs; nothing trained (--dry-run)")
         return 0
-    summary = run_study(plan, args.out, jobs=args.jobs, run_index=args.run_index,
+    run_index = args.run_index if args.run_index is not None else array_task_index()
+    summary = run_study(plan, args.out, jobs=args.jobs, run_index=run_index,
                         on_event=lambda event: print(event.line(), flush=True))
     print(f"study {args.out}: {len(summary.finished)} finished, {len(summary.skipped)} skipped, "
           f"{len(summary.failed)} failed; table: sdnet experiment table {args.out}")

@@ -20,6 +20,7 @@ EPILOG_TRAIN = """examples:
   sdnet train --config configs/phantom_demo.yaml --data data/phantom \
       --set train.max_minutes=5 --set data.labelled_subjects=2
   sdnet train --resume runs/demo                       # continue a killed run from runs/demo/last.pt
+  torchrun --standalone --nproc_per_node 2 -m sdnet train --config ... --out runs/ddp   # data parallel
 """
 
 EPILOG_EVAL = """examples:
@@ -133,6 +134,7 @@ EPILOG_EXPERIMENT = """examples:
       --out studies/ssl4mis --methods unet,gan,selftrain,sdnet --labelled 1,3,7,70 --protocol ssl4mis
   sdnet experiment semi ... --dry-run                  # list the grid with run indices
   sdnet experiment semi ... --run-index $SLURM_ARRAY_TASK_ID   # one run per cluster job
+  sdnet experiment semi ... --slurm                    # write <out>/sbatch.sh: a job array, one task per run
   sdnet experiment table studies/ssl4mis               # table.md, table.csv, dice_vs_labels.png
   sdnet experiment mix --config configs/phantom_mrct.yaml --data data/phantom_mrct --out studies/mix \
       --mixes MR:1,CT:1 MR:1,CT:0.125 MR:0.125,CT:1 MR:0.125,CT:0 MR:1,CT:0 --folds 1
@@ -162,7 +164,14 @@ def _add_runner_options(s: argparse.ArgumentParser, *, default_protocol: str = "
     s.add_argument("--seeds", type=int, default=1, help="training seeds per cell (default 1)")
     s.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each in its own process with cores/jobs threads (default 1)")
-    s.add_argument("--run-index", type=int, metavar="K", help="run only run K of the grid (see --dry-run)")
+    s.add_argument("--run-index", type=int, metavar="K",
+                   help="run only run K of the grid (see --dry-run); default: $SLURM_ARRAY_TASK_ID when set")
+    s.add_argument("--slurm", action="store_true",
+                   help="write <out>/sbatch.sh, a Slurm job array with one task per run, and exit (submit it with "
+                   "sbatch; see docs/usage.md)")
+    s.add_argument("--slurm-cpus", type=int, default=4, metavar="N", help="--cpus-per-task of each task (default 4)")
+    s.add_argument("--slurm-max-parallel", type=int, default=0, metavar="N",
+                   help="at most N tasks at once (default: no limit)")
     s.add_argument("--dry-run", action="store_true", help="list the grid with run indices and states; train nothing")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of every run, e.g. --set train.max_minutes=10 (repeatable)")

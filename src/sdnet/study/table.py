@@ -246,10 +246,12 @@ def build_table(study_dir: str | Path, *, metric: DiceKind = "3d") -> StudyTable
                 class_mean=tuple(finite_mean(c) for c in columns), class_std=tuple(finite_std(c) for c in columns),
                 avg_mean=finite_mean(averages), avg_std=finite_std(averages),
             ))
+            index = {spec.name: spec.index for spec in grid.runs}
+            missing = [f"{n} (run {index[n]})" for n in expected if n not in results]
             if not done:
-                notes.append(f"{method}, {label.text}: no finished runs ({len(expected)} expected).")
+                notes.append(f"{method}, {label.text}: no finished runs ({len(expected)} expected: "
+                             f"{', '.join(missing)}).")
             elif len(done) < len(expected):
-                missing = [n for n in expected if n not in results]
                 notes.append(f"{method}, {label.text}: {len(missing)} of {len(expected)} runs missing "
                              f"({', '.join(missing)}); the row pools the others.")
         ranked = sorted((r for r in cell_rows if math.isfinite(r.avg_mean)), key=lambda r: -r.avg_mean)
