@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -131,8 +132,30 @@ def from_environment(device: str) -> ProcessGroup | None:
     if not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+        _init_process_group(backend, rank, world)
     return ProcessGroup(rank=rank, world_size=world, local_rank=local, backend=backend)
+
+
+def _init_process_group(backend: str, rank: int, world: int) -> None:
+    """``init_process_group`` from torchrun's variables, with one repair for restarts.
+
+    torchrun's agent keeps one shared TCP store for all rendezvous rounds (``TORCHELASTIC_USE_AGENT_STORE``), and
+    ``env://`` does not prefix the keys by round, so the workers of a restarted group can read the previous group's
+    addresses and fail with "Connection refused" in gloo's ``connectFullMesh`` (seen in about 1 restart in 3 here).
+    On one node the restart count is the same for every worker, so the keys are namespaced by it. Across nodes the
+    agents' counts can differ; there the default applies and ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` in torchrun's
+    environment gives each round its own store instead.
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    one_node = os.environ.get("LOCAL_WORLD_SIZE") == os.environ.get("WORLD_SIZE")
+    if restart not in ("", "0") and shared and one_node:
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                              timeout=timedelta(minutes=30))
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"sdnet/restart{restart}", store), rank=rank,
+                                world_size=world)
+    else:
+        dist.init_process_group(backend=backend)
 
 
 def shutdown() -> None:
