@@ -224,6 +224,7 @@ class LoadedRun:
     state: dict[str, Any]
     split: Split | None
     class_names: tuple[str, ...]
+    split_problem: str = ""
 
     @property
     def labels(self) -> dict[int, str]:
@@ -234,6 +235,8 @@ class LoadedRun:
 
     def require_split(self, checkpoint: str | Path) -> Split:
         """The saved split, or a one-line :class:`~sdnet.errors.CheckpointError` saying why there is none."""
+        if self.split_problem:
+            raise CheckpointError(f"{checkpoint}: {self.split_problem}")
         if self.split is None:
             raise CheckpointError(f"{checkpoint}: no subject split is stored with this model, so its test subjects "
                                   "are unknown; segment scans with `sdnet predict` and compare masks with `sdnet "
@@ -256,21 +259,22 @@ def load_run(checkpoint: str | Path, data_root: str | Path | None = None, *, dev
         overrides: ``key=value`` config overrides applied after ``data_root``.
 
     Raises:
-        CheckpointError: unreadable checkpoint, or a stored split that cannot be read.
+        CheckpointError: unreadable checkpoint (a stored split that cannot be read fails only
+            :meth:`LoadedRun.require_split`).
     """
     model, config, state = load_model(checkpoint, device=device)
     changes = ([f"data.root={json.dumps(str(data_root))}"] if data_root is not None else []) + list(overrides)
     if changes:
         config = apply_overrides(config, changes)
     raw = state.get("split")
-    split = None
+    split, problem = None, ""
     if raw:
         try:
             split = Split.from_dict(raw)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{checkpoint}: the stored subject split is unreadable ({exc})") from None
+        except (KeyError, TypeError, ValueError) as exc:  # only what needs the split fails (evaluate, analyses)
+            problem = f"the stored subject split is unreadable ({type(exc).__name__}: {exc})"
     return LoadedRun(model=model, config=config, state=state, split=split,
-                     class_names=tuple(str(n) for n in state.get("class_names", ())))
+                     class_names=tuple(str(n) for n in state.get("class_names", ())), split_problem=problem)
 
 
 def stored_split(checkpoint: str | Path) -> tuple[Split, str]:

@@ -28,7 +28,8 @@ def test_job_array_script_runs_one_grid_cell(tiny_phantom: Path, tmp_path: Path)
     text = script.read_text()
     assert f"#SBATCH --array=0-{N_RUNS - 1}\n" in text and "#SBATCH --cpus-per-task=1\n" in text
     assert "--slurm" not in text.split("#SBATCH --gres")[1] and "--jobs" not in text  # not passed on to tasks
-    assert (study / "slurm").is_dir() and not (study / "study.json").exists()  # nothing trained yet
+    assert (study / "slurm").is_dir() and (study / "study.json").is_file()
+    assert not list(study.glob("sdnet*/**/result.json"))  # nothing trained yet
     assert os.access(script, os.X_OK)
 
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "5", "PYTHONPATH": str(ROOT)}
@@ -55,3 +56,17 @@ def test_run_index_reads_the_array_task_variable(monkeypatch: pytest.MonkeyPatch
     assert res.rc == 2 and "SLURM_ARRAY_TASK_ID='two' is not a run index" in res.err
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
     assert array_task_index() is None
+
+
+def test_script_options_are_quoted_and_checked(tiny_phantom: Path, tmp_path: Path):
+    config = write_study_config(tmp_path / "study.yaml")
+    study = tmp_path / "my 50% study"
+    res = run_cli(semi_argv(config, tiny_phantom, study, "--slurm"))
+    assert res.rc == 0, res.err
+    text = (study / "sbatch.sh").read_text()
+    assert '#SBATCH --job-name="sdnet-my 50%% study"' in text and '50%% study/slurm/%A_%a.out"' in text
+    assert (study / "study.json").is_file()  # the table and --dry-run work before any task ran
+    res = run_cli(semi_argv(config, tiny_phantom, tmp_path / "s2", "--slurm", "--slurm-cpus", "0"))
+    assert res.rc == 2 and "--slurm-cpus must be >= 1" in res.err
+    with pytest.raises(SystemExit):  # abbreviations are refused: the job script replays the command as typed
+        run_cli(semi_argv(config, tiny_phantom, tmp_path / "s3", "--slurm", "--dry"))

@@ -27,7 +27,9 @@ import torch
 
 from sdnet.checkpoint import load_checkpoint
 from sdnet.config import apply_overrides, save_config
+from sdnet.errors import SDNetError
 from sdnet.training import Trainer
+from sdnet.training.start import default_run_dir
 
 from ..helpers import tiny_config
 
@@ -148,3 +150,11 @@ def test_killed_worker_is_restarted_and_the_run_resumes_exactly(tiny_phantom: Pa
     for key in ("model", "discriminator"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name}"
+
+
+def test_torchrun_needs_one_named_run_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    assert default_run_dir(tmp_path / "r") == tmp_path / "r"
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SDNetError, match="under torchrun, sdnet train needs --out"):
+        default_run_dir(None)

@@ -28,7 +28,7 @@ from sdnet.study.slurm import array_task_index, write_sbatch
 from sdnet.study.variants import plan_kind, write_study_table
 from sdnet.training import Trainer
 from sdnet.training.distributed import shutdown
-from sdnet.training.start import check_new_run_dir, machine_note, new_run_config, restarted_run
+from sdnet.training.start import check_new_run_dir, default_run_dir, machine_note, new_run_config, restarted_run
 from sdnet.visualise import decomposition_figure, training_curves
 
 
@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
         note = machine_note(config)
         if note:
             print(note, file=sys.stderr)
-        run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        run_dir = default_run_dir(args.out)
         check_new_run_dir(run_dir)
         trainer = Trainer(config, run_dir, progress=not args.no_progress, split=split, init_from=args.init_from)
     if trainer.is_main:  # one process prints (torchrun runs several)
@@ -212,7 +212,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     else:
         labelled = [args.labelled] if args.study == "factors" and args.labelled else None
     plan = plan_kind(args.study, config_path=args.config, methods=getattr(args, "methods", ("sdnet",)),
-                     labelled=labelled, fractions=getattr(args, "fractions", None) or (1.0,),
+                     labelled=labelled, fractions=getattr(args, "fractions", None) or (),
                      mixes=getattr(args, "mixes", ()), channels=getattr(args, "channels", ()),
                      n_z=getattr(args, "nz", ()), protocol=args.protocol, folds=args.folds, seeds=args.seeds,
                      data_root=args.data, overrides=args.overrides)

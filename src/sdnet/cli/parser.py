@@ -189,7 +189,7 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     esub = p.add_subparsers(dest="study", required=True, metavar="STUDY")
     s = esub.add_parser(
-        "semi",
+        "semi", allow_abbrev=False,
         help="run the semi-supervised grid: methods x label amounts x folds (x seeds)",
         description="Train every method x label amount x fold (x seed) as a run folder "
         "<out>/<method>/l<N>/fold<k> (f<F> for fractions), then test best.pt on the run's test subjects only "
@@ -207,7 +207,7 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help="labelled fractions of the training subjects, e.g. 0.1,0.5 (data.labelled_fraction)")
     _add_runner_options(s)
     m = esub.add_parser(
-        "mix",
+        "mix", allow_abbrev=False,
         help="train SDNet on mixtures of two modalities (paper Table 3); table: Dice per test modality",
         description="One SDNet run per mixture (x fold x seed) in <out>/<mixture>/f1/fold<k>, each with "
         "data.modality_mix set, every training subject labelled (the paper's mixtures are fully supervised; "
@@ -221,7 +221,7 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "MR:0.125,CT:0")
     _add_runner_options(m)
     f = esub.add_parser(
-        "factors",
+        "factors", allow_abbrev=False,
         help="train SDNet for every anatomy-channel count C x modality-factor size n_z (paper §5.6)",
         description="One SDNet run per C x n_z (x fold x seed) in <out>/C<C>-nz<n>/...; table: test Dice and the "
         "posterior variance of every z dimension.",

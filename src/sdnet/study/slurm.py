@@ -42,6 +42,13 @@ def array_task_index() -> int | None:
         raise SDNetError(f"{TASK_VARIABLE}={value!r} is not a run index") from None
 
 
+def _slurm_value(text: str) -> str:
+    """A value for a double-quoted ``#SBATCH`` option: ``%`` is Slurm's file-name pattern character."""
+    if '"' in text or "\n" in text:
+        raise SDNetError(f"{text!r}: a study folder for --slurm cannot contain double quotes or newlines")
+    return text.replace("%", "%%")
+
+
 def _without(argv: list[str], flags: tuple[str, ...], valued: tuple[str, ...]) -> list[str]:
     """``argv`` without the switches ``flags`` and the options ``valued`` (with their values)."""
     out: list[str] = []
@@ -79,6 +86,8 @@ def write_sbatch(plan: StudyPlan, study_dir: str | Path, argv: list[str], *, cpu
     total = len(plan.runs)
     if total == 0:
         raise SDNetError("the study grid has no runs")
+    if cpus < 1 or max_parallel < 0:
+        raise SDNetError(f"--slurm-cpus must be >= 1 and --slurm-max-parallel >= 0, got {cpus} and {max_parallel}")
     args = _without(list(argv), ("--slurm", "--dry-run"), ("--jobs", "--run-index", "--slurm-cpus",
                                                           "--slurm-max-parallel"))
     limit = f"%{max_parallel}" if max_parallel > 0 else ""
@@ -89,10 +98,10 @@ def write_sbatch(plan: StudyPlan, study_dir: str | Path, argv: list[str], *, cpu
         f"# {total} runs of the study in {out} ({plan.grid.kind}): one job-array task per run, written by sdnet.",
         "# Submit: sbatch sbatch.sh; resubmit missing runs: sbatch --array=K[,K...] sbatch.sh",
         "# (`sdnet experiment table` lists them). Locally: SLURM_ARRAY_TASK_ID=K bash sbatch.sh",
-        f"#SBATCH --job-name=sdnet-{out.name or 'study'}",
+        f'#SBATCH --job-name="{_slurm_value("sdnet-" + (out.name or "study"))}"',
         f"#SBATCH --array=0-{total - 1}{limit}",
         f"#SBATCH --cpus-per-task={cpus}",
-        f"#SBATCH --output={(out / 'slurm').resolve()}/%A_%a.out",
+        f'#SBATCH --output="{_slurm_value(str((out / "slurm").resolve()))}/%A_%a.out"',
         "##SBATCH --time=04:00:00      # fill in for your cluster",
         "##SBATCH --partition=gpu",
         "##SBATCH --gres=gpu:1         # with --set train.device=cuda",
@@ -102,6 +111,7 @@ def write_sbatch(plan: StudyPlan, study_dir: str | Path, argv: list[str], *, cpu
         "",
     ])
     (out / "slurm").mkdir(parents=True, exist_ok=True)  # Slurm opens --output before the script runs
+    plan.grid.write(out)  # study.json: `sdnet experiment table` and --dry-run work before the first task ran
     path = out / "sbatch.sh"
     write_text(path, script)
     path.chmod(0o755)

@@ -221,7 +221,7 @@ def factor_table(study_dir: str | Path, *, active_below: float = 0.9,
 
 
 def plan_kind(kind: StudyKind, *, config_path: str | Path | None, methods: Sequence[str] = ("sdnet",),
-              labelled: Sequence[int] | None = None, fractions: Sequence[float] = (1.0,),
+              labelled: Sequence[int] | None = None, fractions: Sequence[float] = (),
               mixes: Sequence[str] = (), channels: Sequence[int] = (), n_z: Sequence[int] = (),
               protocol: Protocol = "paper", folds: int | None = None, seeds: int = 1,
               data_root: str | Path | None = None, overrides: Sequence[str] = ()) -> StudyPlan:

@@ -10,13 +10,14 @@ Example::
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from sdnet.checkpoint import stored_split
 from sdnet.config import RunConfig, load_config
 from sdnet.data.splits import Split
 from sdnet.errors import SDNetError
-from sdnet.training.distributed import elastic_restart
+from sdnet.training.distributed import elastic_restart, launched_by_torchrun
 
 CONFIG_HINT = ("a YAML run config such as configs/phantom_demo.yaml (the demo), configs/acdc_cpu.yaml (ACDC on a "
                "CPU) or configs/acdc_paper.yaml (the paper's sizes), or --config default for the built-in paper-size "
@@ -61,6 +62,17 @@ def machine_note(config: RunConfig) -> str | None:
                 "CPU takes seconds per iteration; configs/acdc_cpu.yaml is sized for CPUs, --set train.device=cuda "
                 "uses a GPU")
     return None
+
+
+def default_run_dir(out: str | Path | None) -> Path:
+    """``out``, or ``runs/<date-time>`` when none is given; under torchrun ``--out`` is required (every process must
+    name the same folder, and a restart must find it)."""
+    if out is not None:
+        return Path(out)
+    if launched_by_torchrun():
+        raise SDNetError("under torchrun, sdnet train needs --out: every process must use the same run folder and "
+                         "a restarted one must find its last.pt")
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
 def restarted_run(run_dir: str | Path | None) -> bool:

@@ -349,6 +349,8 @@ class Trainer:
             # each process' RNG and fake pool differ (its own noise, its own shard's masks); all are kept so that a
             # resumed run with the same world size continues every process exactly
             state["rng_ranks"] = self.group.gather(torch.get_rng_state())
+            if self.device.type == "cuda":  # VAE noise on a GPU comes from that device's generator
+                state["cuda_rng_ranks"] = self.group.gather(torch.cuda.get_rng_state(self.device))
             state["pool_ranks"] = self.group.gather(self.pool.state_dict())
         if self.method == "selftrain":
             state["selftrain"] = {"round": self.selftrain_round}
@@ -368,8 +370,7 @@ class Trainer:
                 opt.load_state_dict(state["optimisers"][name])
             self.pool.load_state_dict(self._pool_state(state))
             torch.set_rng_state(self._rng_state(state))
-            if self.device.type == "cuda" and state["rng"].get("cuda"):
-                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            self._restore_cuda_rng(state)
             self.step = int(state["step"])
             self.epoch = int(state["epoch"])
             self.best_val = float(state["best_val"])
@@ -407,6 +408,20 @@ class Trainer:
         ranks = state.get("rng_ranks")
         chosen: torch.Tensor = ranks[rank] if ranks and len(ranks) == world else state["rng"]["torch"]
         return chosen
+
+    def _restore_cuda_rng(self, state: dict[str, Any]) -> None:
+        """The CUDA generator state(s) of the checkpoint: per process in a data-parallel run (this process' own
+        device), all devices of one process otherwise."""
+        if self.device.type != "cuda":
+            return
+        ranks = state.get("cuda_rng_ranks")
+        if self.group is not None:
+            if ranks and len(ranks) == self.group.world_size:
+                torch.cuda.set_rng_state(ranks[self.group.rank], self.device)
+            else:
+                torch.cuda.manual_seed(self.config.train.seed + 1_000_003 * self.group.rank)
+        elif state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     def _pool_state(self, state: dict[str, Any]) -> dict[str, torch.Tensor]:
         """This process' saved fake pool (rank 0's, and the only one, in a single-process checkpoint)."""
@@ -516,9 +531,13 @@ class Trainer:
     def _next_selftrain_round(self, logger: _Logger) -> None:
         """Pseudo-label the unlabelled pool with the best model so far (``best.pt``; the current model if never
         validated), add it to the training set, reset the patience counter and checkpoint."""
-        teacher = selftrain_teacher(self.model, self.run_dir / "best.pt" if self.best_epoch >= 0 else None,
-                                    self.device)
-        labels = pseudo_label(teacher, self.data.unlabelled.images) if self.data.unlabelled is not None else None
+        best = self.run_dir / "best.pt" if self.best_epoch >= 0 and self.is_main else None
+        teacher = selftrain_teacher(self.model, best, self.device)
+        labels = None
+        if self.data.unlabelled is not None and self.is_main:
+            labels = pseudo_label(teacher, self.data.unlabelled.images)
+        if self.group is not None:  # one labelling for every process: rank 0's (its files, its BatchNorm statistics)
+            labels = self.group.from_main(labels)
         self.selftrain_round += 1
         self._use_pseudo_labels(labels)
         self.stale_epochs, self.patience_ref = 0, -math.inf
