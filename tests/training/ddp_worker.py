@@ -17,6 +17,7 @@ import torch.distributed as dist
 import sdnet.training.trainer as trainer_module
 from sdnet.config import apply_overrides
 from sdnet.training import Trainer
+from sdnet.training.steps import NonFiniteLossError
 from tests.helpers import tiny_config
 
 
@@ -47,8 +48,19 @@ def sync_error() -> float:
 def main() -> int:
     phantom, run_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     error = sync_error()
-    config = apply_overrides(tiny_config(phantom, batch_size=4), list(sys.argv[4:]))
+    nan_on_rank1 = "nan-on-rank1" in sys.argv[4:]
+    config = apply_overrides(tiny_config(phantom, batch_size=4), [a for a in sys.argv[4:] if a != "nan-on-rank1"])
     trainer = Trainer(config, run_dir)
+    if nan_on_rank1:  # rank 1's images become NaN: every process must stop at the same update
+        if dist.get_rank() == 1:
+            trainer.labelled_stream.data.images.fill_(float("nan"))
+        try:
+            trainer.fit()
+        except NonFiniteLossError as exc:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"stopped_rank{dist.get_rank()}.txt").write_text(f"{trainer.step}\n{exc}")
+        dist.destroy_process_group()
+        return 0
     if not trainer.is_main:  # rank 1 must not write: every writer of the trainer raises here
         def refuse(*args: object, **kwargs: object) -> None:
             raise AssertionError(f"rank {dist.get_rank()} tried to write {args[:2]}")

@@ -158,3 +158,13 @@ def test_torchrun_needs_one_named_run_folder(monkeypatch: pytest.MonkeyPatch, tm
         monkeypatch.setenv(key, value)
     with pytest.raises(SDNetError, match="under torchrun, sdnet train needs --out"):
         default_run_dir(None)
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process(tiny_phantom: Path, tmp_path: Path):
+    run = subprocess.run(_torchrun(str(WORKER), str(tiny_phantom), str(tmp_path / "ddp"), str(tmp_path / "out"),
+                                   "train.max_steps=4", "nan-on-rank1"), env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    first, second = ((tmp_path / "out" / f"stopped_rank{r}.txt").read_text().split("\n", 1) for r in (0, 1))
+    assert first[0] == second[0] == "0"  # the same step on both processes, before any update
+    assert "another process' shard is non-finite" in first[1] and "the loss is nan" in second[1]

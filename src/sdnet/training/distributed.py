@@ -74,6 +74,10 @@ class ProcessGroup:
         for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
             g.copy_(synced)
 
+    def all_finite(self, finite: bool) -> bool:
+        """Whether a loss is finite on every process (one small all-reduce)."""
+        return not self.any(not finite)[0]
+
     def broadcast_module(self, module: torch.nn.Module) -> None:
         """Rank 0's parameters and buffers to every process (as DDP does when it wraps a module)."""
         with torch.no_grad():

@@ -59,6 +59,8 @@ class KerasAdam:
             checkpoint written with one implementation loads into any other.
         gradient_sync: called with this optimiser's parameters just before every update (a data-parallel run
             averages their gradients over the processes there: :mod:`sdnet.training.distributed`).
+        all_finite: a data-parallel run's agreement on the loss being finite (this process' flag → whether it is
+            finite on every process), asked before every update so that all processes stop at the same step.
     """
 
     def __init__(
@@ -68,11 +70,13 @@ class KerasAdam:
         *,
         implementation: AdamImplementation = "auto",
         gradient_sync: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
+        all_finite: Callable[[bool], bool] | None = None,
     ) -> None:
         self.config = config
         parameters = list(params)
         self.parameters = parameters
         self.gradient_sync = gradient_sync
+        self.all_finite = all_finite
         try:
             self._flags = _adam_flags(parameters, implementation)
             self.optimizer = torch.optim.Adam(

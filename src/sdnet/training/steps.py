@@ -86,7 +86,13 @@ def frozen(discriminator: MaskDiscriminator) -> Iterator[MaskDiscriminator]:
 
 def _finish(loss: Tensor, terms: dict[str, Tensor], optimizer: KerasAdam, what: str) -> dict[str, float]:
     value = float(loss.detach())
-    if not math.isfinite(value):
+    finite = math.isfinite(value)
+    if optimizer.all_finite is not None and not optimizer.all_finite(finite):  # data parallel: every process stops
+        if finite:
+            raise NonFiniteLossError(f"{what}: the loss of another process' shard is non-finite (lower optim.lr or "
+                                     "check the inputs)")
+        finite = False
+    if not finite:
         values = {k: float(v.detach()) for k, v in terms.items()}
         bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
         raise NonFiniteLossError(f"{what}: the loss is {value} (non-finite term(s): {', '.join(bad) or 'their sum'}; "

@@ -216,9 +216,10 @@ class Trainer:
         )
         oc = config.optim
         sync = self.group.average_gradients if self.group is not None else None
+        agree = self.group.all_finite if self.group is not None else None
 
         def adam(params: Iterator[torch.nn.Parameter] | list[torch.nn.Parameter]) -> KerasAdam:
-            return KerasAdam(params, oc, gradient_sync=sync)
+            return KerasAdam(params, oc, gradient_sync=sync, all_finite=agree)
 
         if isinstance(self.model, SDNet) and config.train.schedule == "joint":
             # the paper's single objective: one Adam for the joint generator update
