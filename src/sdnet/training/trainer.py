@@ -21,15 +21,17 @@ authors tested their last epoch). ``last.pt`` is also written every ``checkpoint
 run continued with :meth:`Trainer.resume` ends with exactly the parameters of an uninterrupted run on the same
 machine: batches are a pure function of (seed, step) and the RNG state travels in the checkpoint.
 
-Logs: ``log.jsonl`` (one JSON object per logged step and per epoch) and TensorBoard event files under ``tb/``.
+Logs: ``log.jsonl`` (one JSON object per logged step and per epoch) and TensorBoard event files under ``tb/``
+(:mod:`sdnet.training.logs`).
 
 Mixed precision (``train.precision=bf16``): every training iteration runs under ``torch.autocast`` (bfloat16, no
 loss scaling needed); the steps take their backward passes and updates outside it and the losses promote their
 inputs to float32 (:mod:`sdnet.losses`). Parameters, optimiser state and checkpoints stay float32, and validation
 and evaluation run in float32, so a checkpoint does not depend on the precision it was trained in.
 
-Length: one class — the loop and every piece of state a checkpoint must hold for an exact resume (networks,
-optimisers, pool, streams, RNG, early-stopping and self-train bookkeeping, logs). The iterations themselves live in
+Length: one class — the loop, every piece of state a checkpoint must hold for an exact resume (networks,
+optimisers, pool, streams, RNG, early-stopping and self-train bookkeeping), and where a data-parallel run's
+processes must agree (validation, budget, stop signals, checkpoints: :mod:`sdnet.training.distributed`). The iterations themselves live in
 :mod:`sdnet.training.methods` and :mod:`sdnet.training.steps`, starting a run in :mod:`sdnet.training.start`.
 """
 
@@ -55,11 +57,12 @@ from sdnet.config import RunConfig, apply_overrides, from_dict, save_config, to_
 from sdnet.data.pipeline import TrainingData, prepare_data, save_split
 from sdnet.data.sampling import BatchStream, SliceSet
 from sdnet.data.splits import Split
-from sdnet.errors import CheckpointError, OutputError, RunInterrupted, SDNetError
+from sdnet.errors import CheckpointError, RunInterrupted, SDNetError
 from sdnet.evaluation import evaluate_volumes
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discriminator, build_segmenter
-from sdnet.outputs import check_writable, os_reason, write_text
+from sdnet.outputs import check_writable, write_text
 from sdnet.training.distributed import from_environment
+from sdnet.training.logs import NoLogger, RunLog
 from sdnet.training.methods import (
     ITERATIONS,
     IterationContext,
@@ -102,59 +105,6 @@ class TrainResult:
     @property
     def last_checkpoint(self) -> Path:
         return self.run_dir / "last.pt"
-
-
-class _Logger:
-    """JSONL + TensorBoard writer. On resume, JSONL lines after the checkpoint's step are dropped (they were written
-    by the killed process after its last checkpoint and are written again); a fresh start (``resume_step=None``)
-    starts an empty log, so a run killed before its first checkpoint and started again logs each step once."""
-
-    def __init__(self, run_dir: Path, *, resume_step: int | None = None) -> None:
-        self.path = run_dir / "log.jsonl"
-        if resume_step is None:
-            write_text(self.path, "")
-        elif self.path.exists():
-            kept = []
-            for line in self.path.read_text().splitlines():
-                try:
-                    if int(json.loads(line).get("step", 0)) <= resume_step:
-                        kept.append(line)
-                except (json.JSONDecodeError, ValueError, AttributeError):
-                    continue
-            write_text(self.path, "".join(k + "\n" for k in kept))
-        self._file = self.path.open("a")
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step: TensorBoard hides events of earlier processes at or after this step (0 on a fresh start)
-        self.tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=resume_step or 0)
-
-    def write(self, record: dict[str, Any], prefix: str) -> None:
-        try:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
-        except OSError as exc:
-            raise OutputError(f"{self.path}: could not be written ({os_reason(exc)})") from None
-        step = int(record["step"])
-        for key, value in record.items():
-            if key not in ("step", "epoch", "event") and isinstance(value, (int, float)) and math.isfinite(value):
-                self.tb.add_scalar(f"{prefix}/{key}", value, step)
-
-    def close(self) -> None:
-        self._file.close()
-        self.tb.close()
-
-
-class _NoLogger(_Logger):
-    """What the processes other than rank 0 of a data-parallel run log: nothing."""
-
-    def __init__(self) -> None:  # no files
-        pass
-
-    def write(self, record: dict[str, Any], prefix: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 class Trainer:
@@ -529,7 +479,7 @@ class Trainer:
             self.config.train, round_=self.selftrain_round, step=self.step, steps_per_epoch=self.steps_per_epoch,
             stale_epochs=self.stale_epochs, minutes=(time.perf_counter() - start) / 60.0)
 
-    def _next_selftrain_round(self, logger: _Logger) -> None:
+    def _next_selftrain_round(self, logger: RunLog) -> None:
         """Pseudo-label the unlabelled pool with the best model so far (``best.pt``; the current model if never
         validated), add it to the training set, reset the patience counter and checkpoint."""
         best = self.run_dir / "best.pt" if self.best_epoch >= 0 and self.is_main else None
@@ -551,7 +501,7 @@ class Trainer:
                  self.selftrain_round, self.step, len(self.data.labelled), n_pseudo, self.best_epoch)
         self.save("last.pt")
 
-    def _end_epoch(self, logger: _Logger, train_means: dict[str, float]) -> bool:
+    def _end_epoch(self, logger: RunLog, train_means: dict[str, float]) -> bool:
         """Validate, update best/patience, write checkpoints. Returns True when early stopping triggers."""
         tc = self.config.train
         val, val_classes = self._validate_on_main()
@@ -634,7 +584,7 @@ class Trainer:
         if self.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
             save_split(self.data.split, self.run_dir)
-        logger = _Logger(self.run_dir, resume_step=self._resumed_from) if self.is_main else _NoLogger()
+        logger = RunLog(self.run_dir, resume_step=self._resumed_from) if self.is_main else NoLogger()
         start = time.perf_counter() - self.elapsed
         stop_reason = "epochs"
         bar = tqdm(total=self.steps_per_epoch, disable=not self.progress, leave=False, dynamic_ncols=True)
