@@ -31,8 +31,9 @@ and evaluation run in float32, so a checkpoint does not depend on the precision 
 
 Length: one class — the loop, every piece of state a checkpoint must hold for an exact resume (networks,
 optimisers, pool, streams, RNG, early-stopping and self-train bookkeeping), and where a data-parallel run's
-processes must agree (validation, budget, stop signals, checkpoints: :mod:`sdnet.training.distributed`). The iterations themselves live in
-:mod:`sdnet.training.methods` and :mod:`sdnet.training.steps`, starting a run in :mod:`sdnet.training.start`.
+processes must agree (validation, budget, stop signals, checkpoints: :mod:`sdnet.training.distributed`). The
+iterations themselves live in :mod:`sdnet.training.methods` and :mod:`sdnet.training.steps`, starting a run in
+:mod:`sdnet.training.start`.
 """
 
 from __future__ import annotations
