@@ -259,6 +259,11 @@ def evaluate_checkpoint(
                                 class_names=tuple(class_names), history=history)
 
 
+def most_foreground_slice(label: torch.Tensor | np.ndarray) -> int:
+    """Index of the slice of a (S, H, W) label volume with the most foreground pixels (the slice figures show)."""
+    return int((torch.as_tensor(label) > 0).flatten(1).sum(1).argmax())
+
+
 def example_slices(volumes: Sequence[PreparedVolume], count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One slice from each of the first ``count`` volumes, the one with the most foreground: what
     ``sdnet evaluate --figures`` shows.
@@ -268,7 +273,7 @@ def example_slices(volumes: Sequence[PreparedVolume], count: int) -> tuple[torch
     """
     picks = []
     for vol in volumes[:count]:
-        k = int((vol.label > 0).flatten(1).sum(1).argmax())
+        k = most_foreground_slice(vol.label)
         picks.append((vol.image[k], vol.label[k]))
     if not picks:
         raise DataError("no volumes to take example slices from")

@@ -50,7 +50,7 @@ from sdnet.analysis.transfer import histogram_matched, score_transfer, transfer
 from sdnet.analysis.volume import compare_volumes, lv_volumes, paired_difference
 from sdnet.data.pipeline import PreprocessedVolume
 from sdnet.errors import SDNetError
-from sdnet.evaluation import evaluate_checkpoint
+from sdnet.evaluation import evaluate_checkpoint, most_foreground_slice
 from sdnet.models import SDNet
 from sdnet.outputs import atomic_output, save_figure
 
@@ -95,7 +95,7 @@ def analyse_transfer(checkpoint: str | Path, out: str | Path, *, data_root: str 
             va, vb, vt = by_key[(sid, phase, src)], by_key.get((other, phase, dst)), by_key[(sid, phase, dst)]
             if vb is None:
                 continue
-            k = int((va.label > 0).flatten(1).sum(1).argmax())
+            k = most_foreground_slice(va.label)
             moved = transfer(data.model, va.image[k:k + 1], vb.image[k:k + 1])[0, 0].numpy()
             hm = histogram_matched(va.image[k, 0].numpy(), vb.image[k, 0].numpy())
             rows.append([va.image[k, 0].numpy(), vb.image[k, 0].numpy(), moved, hm, vt.image[k, 0].numpy()])
@@ -192,9 +192,9 @@ def analyse_arithmetic(checkpoint: str | Path, out: str | Path, *, data_root: st
     s_train = encode_batches(data.model, x_train)[2]
     channels = match_channels(s_train, y_train, data.class_names)
     picks = []
-    for v in [v for v in data.test if v.label is not None][:images]:
-        k = int((torch.from_numpy(v.label) > 0).flatten(1).sum(1).argmax())
-        picks.append(torch.from_numpy(v.image[k:k + 1]))
+    for image, label in [(v.image, v.label) for v in data.test if v.label is not None][:images]:
+        k = most_foreground_slice(label)
+        picks.append(torch.from_numpy(image[k:k + 1]))
     if not picks:
         raise SDNetError("no labelled test slices")
     x = torch.cat(picks)

@@ -203,7 +203,7 @@ class Trainer:
                 if net is not None:
                     self.group.broadcast_module(net)
             if rank:
-                torch.manual_seed(config.train.seed + 1_000_003 * rank)
+                torch.manual_seed(self._process_seed())
         tc = config.train
         self.labelled_stream = self._stream(self.data.labelled, "labelled")
         self.unlabelled_stream = (
@@ -343,6 +343,10 @@ class Trainer:
             raise CheckpointError(f"checkpoint does not match this run's model/config ({detail})") from None
         self._resumed_from = self.step
 
+    def _process_seed(self) -> int:
+        """The seed of this process' own noise in a data-parallel run (rank 0: the run's seed, as in one process)."""
+        return self.config.train.seed + 1_000_003 * (self.group.rank if self.group is not None else 0)
+
     def _rng_state(self, state: dict[str, Any]) -> torch.Tensor:
         """This process' saved RNG state; with another world size than the checkpoint's, say in one line what
         that changes."""
@@ -356,7 +360,7 @@ class Trainer:
                             "will not equal an uninterrupted %d-process run bit for bit", saved_world, world,
                             saved_world)
             if rank:
-                return torch.Generator().manual_seed(self.config.train.seed + 1_000_003 * rank).get_state()
+                return torch.Generator().manual_seed(self._process_seed()).get_state()
         ranks = state.get("rng_ranks")
         chosen: torch.Tensor = ranks[rank] if ranks and len(ranks) == world else state["rng"]["torch"]
         return chosen
@@ -371,7 +375,7 @@ class Trainer:
             if ranks and len(ranks) == self.group.world_size:
                 torch.cuda.set_rng_state(ranks[self.group.rank], self.device)
             else:
-                torch.cuda.manual_seed(self.config.train.seed + 1_000_003 * self.group.rank)
+                torch.cuda.manual_seed(self._process_seed())
         elif state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
