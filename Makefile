@@ -21,7 +21,7 @@ install: $(STAMP)
 # Phantom -> semi-supervised SDNet (labels from 4 of 40 subjects) -> held-out test Dice + figures.
 demo: $(STAMP)
 	rm -rf $(DEMO)/run
-	$(BIN)/sdnet phantom --out $(DEMO)/phantom --subjects 40 --size 96 --seed 0
+	$(BIN)/sdnet phantom --out $(DEMO)/phantom --subjects 40 --size 96 --seed 0 --force
 	$(BIN)/sdnet train --config configs/phantom_demo.yaml --data $(DEMO)/phantom --out $(DEMO)/run
 	$(BIN)/sdnet evaluate --checkpoint $(DEMO)/run --figures 4
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from torch import nn
@@ -38,3 +39,10 @@ def tiny_config(root: Path | str = "", **train: object) -> RunConfig:
 def count_parameters(module: nn.Module) -> int:
     """The number of trainable parameters (those with ``requires_grad``) of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def ssl4mis_root() -> Path:
+    """Where the real SSL4MIS ACDC release lies: ``$SDNET_ACDC_SSL4MIS``, else ``../shared/data/acdc_ssl4mis`` beside
+    the repository (the folder may be missing; callers skip then)."""
+    override = os.environ.get("SDNET_ACDC_SSL4MIS")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc_ssl4mis"

@@ -35,9 +35,9 @@ def test_export_loads_and_predicts_like_the_checkpoint(run: Path, tmp_path: Path
     assert {p.name for p in folder.iterdir()} == {"model.safetensors", "model.json", "MODEL_CARD.md", "model.onnx"}
     assert b"\x80" not in (folder / "model.safetensors").read_bytes()[:8]  # a safetensors header, not a pickle
     meta = json.loads((folder / "model.json").read_text())
-    assert meta["config"]["data"]["orientation"] == "canonical" and meta["provenance"]["test_subjects"]
+    assert meta["config"]["data"]["orientation"] == "ras" and meta["provenance"]["test_subjects"]
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "orientation convention: `canonical`" in card and "seed 0" in card
+    assert "orientation convention: `ras`" in card and "seed 0" in card
     # the exported weights are the checkpoint's
     a, _, _ = load_model(run)
     b, config, state = load_model(folder)

@@ -231,11 +231,13 @@ class DataConfig:
             stay withheld (they remain in the unlabelled pool). Drawn with ``split_seed`` and saved in the split.
             Used when ``loss.vol`` > 0; labelled subjects always supervise the regressor through their masks.
         volume_class: name of the label whose area is regressed (the LV cavity).
-        orientation: the axis and orientation convention volumes are read in (:mod:`sdnet.data.orientation`):
-            ``canonical`` (slice axis = the file's third axis, in-plane axes ordered and flipped by their world
-            direction; SSL4MIS slices transposed back to the NIfTI order) or ``legacy`` (the files' voxel order and
-            the SSL4MIS arrays as stored: what checkpoints written before the convention were trained in; they
-            load with this value). Saved with every run and checkpoint so that ``predict`` knows what its model saw.
+        orientation: the axis and orientation frame volumes are read in (:mod:`sdnet.data.orientation`): ``ras``
+            (the convention: slice axis = the file's third axis, in-plane axes ordered and flipped to point towards
+            +R and +A; SSL4MIS slices brought to the ACDC NIfTI files' world axes), ``canonical`` (issue 15's
+            convention: SSL4MIS slices and version-1 phantoms turned against anatomy; checkpoints trained in it keep
+            this value) or ``legacy`` (the files' voxel order and the SSL4MIS arrays as stored: checkpoints written
+            before either; they load with this value). Saved with every run and checkpoint so that ``predict`` and
+            ``evaluate`` feed a model the frame it saw.
         split_seed: seed of the subject split and of the choice of labelled subjects.
         fold: cross-validation fold of the ``random`` split (0, 1, 2, ... give disjoint test sets).
     """
@@ -264,7 +266,7 @@ class DataConfig:
     discriminator_masks: Literal["labelled", "training"] = "training"
     volume_subjects: int = 0
     volume_class: str = "LV"
-    orientation: Literal["canonical", "legacy"] = "canonical"
+    orientation: Literal["ras", "canonical", "legacy"] = "ras"
     split_seed: int = 1
     fold: int = 0
 
@@ -299,6 +301,8 @@ class DataConfig:
             raise ConfigError(f"data.volume_subjects must be >= 0, got {self.volume_subjects}")
         if self.labelled_phases not in ("ed_es", "all"):
             raise ConfigError(f"data.labelled_phases must be ed_es or all, got {self.labelled_phases!r}")
+        if self.orientation not in ("ras", "canonical", "legacy"):
+            raise ConfigError(f"data.orientation must be ras, canonical or legacy, got {self.orientation!r}")
         if not 0 <= self.augment_rotation <= 180:
             raise ConfigError(f"data.augment_rotation must lie in [0, 180], got {self.augment_rotation}")
 

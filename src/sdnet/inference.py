@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from sdnet.config import DataConfig
 from sdnet.data.nifti import save_like, save_nifti
-from sdnet.data.orientation import LEGACY, legacy_to_canonical
+from sdnet.data.orientation import InPlaneMap, model_frame
 from sdnet.data.pipeline import preprocess_volume
 from sdnet.data.scans import Scan, read_nifti_scan
 from sdnet.data.volumes import DatasetInfo, Volume
@@ -139,33 +139,32 @@ class Prediction:
     probability_paths: tuple[Path, ...] = ()
 
 
-def _model_frame(scan: Scan, t: int, data_config: DataConfig) -> tuple[Volume, bool, bool]:
-    """Frame ``t`` as the model expects it: (the slice-first volume, whether it is in the canonical voxel order
-    (else the file's), whether its slices were transposed for a ``legacy`` SSL4MIS-trained model)."""
-    legacy = data_config.orientation == LEGACY
-    transpose = legacy and data_config.format == "ssl4mis"  # such models saw transposed canonical slices
-    canonical = not legacy or transpose  # other legacy models saw the files' voxel order
-    if canonical:
+def _model_frame(scan: Scan, t: int, data_config: DataConfig) -> tuple[Volume, InPlaneMap | None]:
+    """Frame ``t`` as the model expects it: (the slice-first volume, the in-plane map from the convention to the
+    model's frame (:func:`sdnet.data.orientation.model_frame`), or None when the model saw the file's raw voxel
+    order — a ``legacy`` model of a NIfTI format)."""
+    frame = model_frame(data_config.orientation, data_config.format)
+    if frame is not None:
         data, spacing = scan.frame(t), scan.spacing
     else:
         data = scan.frame_in_file_order(t)
         zooms = np.sqrt((scan.file_affine[:3, :3] ** 2).sum(axis=0))
         spacing = (float(zooms[0]), float(zooms[1]), float(zooms[2]))
     image = np.moveaxis(data, 2, 0)
-    if transpose:
-        image = legacy_to_canonical(image)
-        spacing = (spacing[1], spacing[0], spacing[2])
+    if frame is not None and not frame.is_identity:
+        image = frame.apply(image)
+        spacing = frame.spacing(spacing) or spacing
     volume = Volume(subject_id=scan.name, phase=t, image=np.ascontiguousarray(image), label=None, spacing=spacing,
                     affine=scan.file_affine, modality="", source=scan.source)
-    return volume, canonical, transpose
+    return volume, frame
 
 
-def _back_to_file(array: np.ndarray, scan: Scan, canonical: bool, transposed: bool) -> np.ndarray:
-    """(S, H, W[, K]) model-order result -> (X, Y, Z[, K]) on the file's voxel grid."""
-    if transposed:
-        array = np.swapaxes(array, 1, 2)
-    array = np.moveaxis(array, 0, 2)
-    return scan.to_file_order(array) if canonical else np.ascontiguousarray(array)
+def _back_to_file(array: np.ndarray, scan: Scan, frame: InPlaneMap | None) -> np.ndarray:
+    """(S, H, W[, K]) model-frame result -> (X, Y, Z[, K]) on the file's voxel grid."""
+    if frame is None:
+        return np.ascontiguousarray(np.moveaxis(array, 0, 2))
+    array = frame.inverse().apply(array, axes=(1, 2))
+    return scan.to_file_order(np.moveaxis(array, 0, 2))
 
 
 def predict_scan(
@@ -201,18 +200,18 @@ def predict_scan(
     prob_paths: list[Path] = []
     inference_model = for_inference(model)
     for t in range(scan.n_frames):
-        volume, canonical, transposed = _model_frame(scan, t, data_config)
+        volume, frame = _model_frame(scan, t, data_config)
         image, _ = preprocess_volume(volume, info, image_size, data_config)
         probabilities = predict_probabilities(inference_model, torch.from_numpy(image), batch_size=batch_size)
         on_grid = probabilities_to_input_grid(probabilities, grid_steps(volume, data_config, image_size))
         classes = channel_argmax(on_grid).squeeze(1).numpy()  # (S, H, W)
-        frame_mask = _back_to_file(values[classes], scan, canonical, transposed)
+        frame_mask = _back_to_file(values[classes], scan, frame)
         if mask.ndim == 4:
             mask[..., t] = frame_mask
         else:
             mask[...] = frame_mask
         if probabilities_path is not None:
-            prob = _back_to_file(on_grid.permute(0, 2, 3, 1).numpy(), scan, canonical, transposed)  # (X, Y, Z, K)
+            prob = _back_to_file(on_grid.permute(0, 2, 3, 1).numpy(), scan, frame)  # (X, Y, Z, K)
             base = Path(probabilities_path)
             path = base if scan.n_frames == 1 else base.with_name(
                 f"{base.name.removesuffix('.nii.gz')}_t{t:02d}.nii.gz")

@@ -1,5 +1,6 @@
 """What ``sdnet predict`` does, as one library function: find the scans, load the model once, segment each scan,
-write its mask (and optionally probabilities), a QC figure and an HTML report.
+write its mask (and optionally probabilities), check it against anatomy, and write ``predictions.csv`` (one row per
+scan), a QC figure per scan and an HTML report.
 
 A bad input is reported by name and the others are still written; an output that cannot be written (a full or
 read-only folder) stops the whole run with one line, since every later file would fail too.
@@ -21,7 +22,7 @@ from sdnet.data.scans import find_scan_inputs
 from sdnet.errors import OutputError, SDNetError
 from sdnet.inference import predict_scan
 from sdnet.outputs import check_writable
-from sdnet.predict_report import ScanSummary, qc_figure, summarise, write_report
+from sdnet.predict_report import ScanSummary, anatomy_warning, qc_figure, summarise, write_predictions_csv, write_report
 
 
 @dataclass
@@ -33,12 +34,16 @@ class PredictRun:
         failed: (input, one-line reason) per scan that could not be read or segmented.
         report: the HTML report (``None`` without QC).
         total: scans found.
+        summary_csv: ``<out>/predictions.csv``.
+        flagged: (input, one-line warning) per scan that failed the anatomical check.
     """
 
     written: list[tuple[str, Path]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     report: Path | None = None
     total: int = 0
+    summary_csv: Path | None = None
+    flagged: list[tuple[str, str]] = field(default_factory=list)
 
 
 def predict_inputs(
@@ -53,6 +58,7 @@ def predict_inputs(
     qc: bool = True,
     on_line: Callable[[str], None] | None = None,
     on_error: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> PredictRun:
     """Segment every scan named by ``inputs`` (NIfTI files, folders, DICOM series folders) into ``out``.
 
@@ -68,6 +74,8 @@ def predict_inputs(
         qc: write a QC figure per scan and ``report.html``.
         on_line: called with one progress line per scan written.
         on_error: called with the one-line reason of each scan that failed.
+        on_warning: called with the one-line warning of each scan whose mask fails the anatomical check
+            (:func:`sdnet.data.anatomy.rv_lv_check`: RV missing, or not right-anterior of the LV in world space).
 
     Raises:
         SDNetError: no scans found, ``out`` is an input folder, an unusable batch size or checkpoint.
@@ -96,9 +104,8 @@ def predict_inputs(
             pred = predict_scan(run.model, scan, mask_path, data_config=run.config.data,
                                 image_size=run.config.model.image_size, labels=labels, batch_size=batch_size,
                                 probabilities_path=prob_path)
-            if qc:
-                figure = qc_figure(scan, pred.mask, labels, out / "qc" / f"{scan.name}.png")
-                summaries.append(summarise(scan, pred.mask, pred.mask_path, labels, figure))
+            figure = qc_figure(scan, pred.mask, labels, out / "qc" / f"{scan.name}.png") if qc else None
+            summary = summarise(scan, pred.mask, pred.mask_path, labels, figure)
         except OutputError:
             raise  # a full or read-only output folder fails every later file too: stop with its one line
         except SDNetError as exc:
@@ -106,10 +113,17 @@ def predict_inputs(
             if on_error is not None:
                 on_error(str(exc))
             continue
+        summaries.append(summary)
         result.written.append((scan.source, pred.mask_path))
         if on_line is not None:
             frames = f", {scan.n_frames} frames" if scan.n_frames > 1 else ""
             on_line(f"{scan.source} -> {pred.mask_path}{frames}")
+        warning = anatomy_warning(summary)
+        if warning is not None:
+            result.flagged.append((scan.source, warning))
+            if on_warning is not None:
+                on_warning(warning)
+    result.summary_csv = write_predictions_csv(summaries, result.failed, out / "predictions.csv")
     if qc:
         result.report = write_report(summaries, result.failed, out / "report.html", checkpoint=str(checkpoint))
     return result

@@ -1,11 +1,12 @@
-"""One orientation convention from reader to written mask (issue 15): re-oriented and transposed copies of a scan
-give the same mask in world space; the SSL4MIS reader brings the release's (j, i) slices back to the NIfTI order;
-checkpoints from before the convention keep working."""
+"""One orientation convention from reader to written mask (issues 15, 23): re-oriented and transposed copies of a
+scan give the same mask in world space; the SSL4MIS reader brings the release's (j, i) slices to what the ACDC NIfTI
+file gives through the convention; checkpoints trained in older frames keep working.
+
+Anatomy (the RV right-anterior of the LV in world space) is tested in ``test_anatomy.py``."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import h5py
@@ -16,12 +17,22 @@ import pytest
 from sdnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from sdnet.config import apply_overrides
 from sdnet.data.nifti import load_nifti
-from sdnet.data.orientation import canonical_ornt, from_canonical, inverse_ornt, to_canonical
+from sdnet.data.orientation import (
+    ANTI_TRANSPOSE,
+    HALF_TURN,
+    IDENTITY,
+    InPlaneMap,
+    canonical_ornt,
+    from_canonical,
+    inverse_ornt,
+    model_frame,
+    to_canonical,
+)
 from sdnet.data.readers import read_ssl4mis
 from sdnet.inference import predict_nifti
 from sdnet.training import Trainer
 
-from ..helpers import tiny_config
+from ..helpers import ssl4mis_root, tiny_config
 
 
 def _rotation(degrees: float, axis: int) -> np.ndarray:
@@ -107,17 +118,44 @@ def _ssl4mis_release(root: Path, nifti_volume: np.ndarray, label: np.ndarray) ->
     return root
 
 
-def test_ssl4mis_slices_arrive_in_the_nifti_voxel_order(tmp_path: Path):
+ACDC_AFFINE = np.diag([-1.5625, -1.5625, 10.0, 1.0])
+"""The ACDC NIfTI files' geometry: axis-aligned, both in-plane voxel axes towards -x/-y (L, P; docs/orientation.md)."""
+
+
+def test_ssl4mis_slices_arrive_as_the_acdc_nifti_file_does(tmp_path: Path):
     rng = np.random.default_rng(1)
     volume = rng.random((10, 7, 3)).astype(np.float32)  # (i, j, slice) of the original NIfTI file
     label = rng.integers(0, 4, volume.shape)
     root = _ssl4mis_release(tmp_path / "rel", volume, label)
     _, (vol,) = read_ssl4mis(root)
-    np.testing.assert_array_equal(vol.image, np.moveaxis(volume, 2, 0))  # (S, i, j)
+    nifti = load_nifti(_save(tmp_path / "acdc.nii.gz", volume, ACDC_AFFINE))  # the file, through the convention
+    np.testing.assert_array_equal(vol.image, np.moveaxis(nifti.data, 2, 0))
+    np.testing.assert_array_equal(vol.image, np.moveaxis(volume[::-1, ::-1], 2, 0))  # (S, i, j), both flipped
     assert vol.label is not None
-    np.testing.assert_array_equal(vol.label, np.moveaxis(label, 2, 0))
+    np.testing.assert_array_equal(vol.label, np.moveaxis(label[::-1, ::-1], 2, 0))
     _, (old,) = read_ssl4mis(root, orientation="legacy")
     np.testing.assert_array_equal(old.image, np.swapaxes(np.moveaxis(volume, 2, 0), 1, 2))  # as stored (S, j, i)
+
+
+def test_in_plane_maps_invert_and_keep_world_positions():
+    rng = np.random.default_rng(2)
+    data = rng.random((5, 7, 3))
+    affine = _oblique_affine()
+    for transpose in (False, True):
+        for flip_rows in (False, True):
+            for flip_cols in (False, True):
+                m = InPlaneMap(transpose, flip_rows, flip_cols)
+                moved = m.apply(data, axes=(0, 1))
+                np.testing.assert_array_equal(m.inverse().apply(moved, axes=(0, 1)), data)
+                new_affine = m.affine(affine, (5, 7))
+                # the voxel holding the maximum keeps its world position
+                old_index = np.unravel_index(np.argmax(data), data.shape)
+                new_index = np.unravel_index(np.argmax(moved), moved.shape)
+                np.testing.assert_allclose(new_affine @ [*new_index, 1], affine @ [*old_index, 1], atol=1e-9)
+    assert model_frame("ras", "ssl4mis") == IDENTITY
+    assert model_frame("canonical", "ssl4mis") == HALF_TURN and model_frame("canonical", "acdc") == IDENTITY
+    assert model_frame("canonical", "phantom") == ANTI_TRANSPOSE
+    assert model_frame("legacy", "ssl4mis") == ANTI_TRANSPOSE and model_frame("legacy", "nnunet") is None
 
 
 @pytest.fixture(scope="module")
@@ -131,17 +169,16 @@ def tiny_run(tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def _source_volume() -> tuple[np.ndarray, np.ndarray]:
-    """An SSL4MIS test volume written back to NIfTI in ACDC's orientation (X, Y, Z), or a synthetic heart-like
-    volume when the real data are not here."""
-    override = os.environ.get("SDNET_ACDC_SSL4MIS")
-    root = Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc_ssl4mis"
+    """An SSL4MIS test volume written back to NIfTI as the ACDC file stores it ((X, Y, Z) towards L, P, S, with
+    ACDC's header), or a synthetic heart-like volume when the real data are not here."""
+    root = ssl4mis_root()
     if (root / "data" / "patient001_frame01.h5").is_file():
-        vol = read_ssl4mis(root, patients=["patient001"])[1][0]
-        return np.moveaxis(vol.image, 0, 2), np.diag([1.5625, 1.5625, 10.0, 1.0])
+        vol = read_ssl4mis(root, patients=["patient001"])[1][0]  # (S, H, W) towards R, A
+        return np.ascontiguousarray(np.moveaxis(vol.image, 0, 2)[::-1, ::-1]), ACDC_AFFINE
     yy, xx = np.mgrid[:60, :52]
     r = np.hypot(yy - 27.0, (xx - 30.0) * 1.3)
     image = np.stack([np.where(r < 9 + k, 0.9, 0.25) + 0.05 * np.sin(xx / 3.0 + k) for k in range(3)], axis=-1)
-    return image.astype(np.float32), np.diag([1.5625, 1.5625, 10.0, 1.0])
+    return image.astype(np.float32), ACDC_AFFINE
 
 
 def test_reoriented_copies_get_the_same_mask_in_world_space(tiny_run: Path, tmp_path: Path):
@@ -167,24 +204,37 @@ def test_reoriented_copies_get_the_same_mask_in_world_space(tiny_run: Path, tmp_
             assert np.array_equal(mask.data, ref.data), f"{geometry}/{name}: mask differs in world space"
 
 
-def test_checkpoint_without_orientation_is_legacy_and_predicts_as_it_was_trained(tiny_run: Path, tmp_path: Path):
+@pytest.mark.parametrize(("orientation", "data_format"), [(None, "ssl4mis"), ("canonical", "ssl4mis"),
+                                                          ("canonical", "phantom"), ("canonical", "acdc")])
+def test_checkpoints_of_older_frames_predict_as_they_were_trained(
+    tiny_run: Path, tmp_path: Path, orientation: str | None, data_format: str
+):
+    """A checkpoint of an older frame (no data.orientation = legacy; issue 15's ``canonical``) is fed the slices
+    it was trained on: its mask equals that of the same network fed, in raw voxel order, a copy of the file stored in
+    the model's frame (the map of sdnet.data.orientation.model_frame), mapped back to world space."""
     state = load_checkpoint(tiny_run / "best.pt")
-    assert state["config"]["data"]["orientation"] == "canonical"
-    del state["config"]["data"]["orientation"]  # as written before the convention existed
-    state["config"]["data"]["format"] = "ssl4mis"
+    assert state["config"]["data"]["orientation"] == "ras"
+    if orientation is None:
+        del state["config"]["data"]["orientation"]  # as written before the convention existed
+    else:
+        state["config"]["data"]["orientation"] = orientation
+    state["config"]["data"]["format"] = data_format
     save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, tmp_path / "old.pt")
     model, config, _ = load_model(tmp_path / "old.pt")
-    assert config.data.orientation == "legacy"
+    assert config.data.orientation == (orientation or "legacy")
     labels = {int(k): v for k, v in state["labels"].items()}
     data, affine = _source_volume()
     src = _save(tmp_path / "scan.nii.gz", data, affine)
-    legacy_out = load_nifti(predict_nifti(model, src, tmp_path / "legacy_seg.nii.gz", data_config=config.data,
-                                          image_size=config.model.image_size, labels=labels), as_labels=True)
-    # the same network fed the transposed file in its raw voxel order (legacy, not SSL4MIS), mapped back
-    raw = dataclasses.replace(config.data, format="phantom")
-    src_t = _save(tmp_path / "scan_t.nii.gz", np.swapaxes(data, 0, 1).copy(), affine @ np.eye(4)[:, [1, 0, 2, 3]])
+    old_out = load_nifti(predict_nifti(model, src, tmp_path / "old_seg.nii.gz", data_config=config.data,
+                                       image_size=config.model.image_size, labels=labels), as_labels=True)
+    frame = model_frame(config.data.orientation, data_format)
+    assert frame is not None
+    canonical = load_nifti(src)
+    stored = frame.apply(canonical.data, axes=(0, 1))  # the scan as the model saw its training slices
+    src_t = _save(tmp_path / "scan_t.nii.gz", stored, frame.affine(canonical.affine, canonical.data.shape[:2]))
+    raw = dataclasses.replace(config.data, format="phantom", orientation="legacy")  # raw voxel order
     direct = load_nifti(predict_nifti(model, src_t, tmp_path / "t_seg.nii.gz", data_config=raw,
                                       image_size=config.model.image_size, labels=labels), as_labels=True,
                         reorient=False)
-    assert len(np.unique(legacy_out.data)) >= 2
-    np.testing.assert_array_equal(legacy_out.data, np.swapaxes(direct.data, 0, 1))
+    assert len(np.unique(old_out.data)) >= 2
+    np.testing.assert_array_equal(old_out.data, frame.inverse().apply(direct.data, axes=(0, 1)))

@@ -207,7 +207,7 @@ def test_write_phantom_round_trip(tmp_path: Path, tiny_subjects: list[PhantomSub
     assert meta_path == tmp_path / "ph" / "phantom.json"
     assert not (tmp_path / "ph" / "phantom.json.tmp").exists()
     meta = json.loads(meta_path.read_text())
-    assert meta["format"] == "sdnet-phantom" and meta["version"] == 1
+    assert meta["format"] == "sdnet-phantom" and meta["version"] == 2
     assert meta["labels"] == {"0": "background", "1": "RV", "2": "MYO", "3": "LV"}
     assert meta["modalities"] == ["MR", "CT"]
     assert meta["spacing_mm"] == [2.0, 2.0, 8.0]

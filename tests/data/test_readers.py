@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -21,6 +20,8 @@ from sdnet.data.readers import (
     ssl4mis_split_lists,
 )
 from sdnet.errors import DataError
+
+from ..helpers import ssl4mis_root
 
 SHAPE = (16, 16, 3)  # (H, W, S) as stored in NIfTI
 SPACING = (1.5, 1.25, 8.0)
@@ -375,8 +376,7 @@ def test_ssl4mis_split_lists_tiny(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------------------- real data
 def _real_ssl4mis() -> Path:
-    override = os.environ.get("SDNET_ACDC_SSL4MIS")
-    root = Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc_ssl4mis"
+    root = ssl4mis_root()
     if not (root / "data").is_dir():
         pytest.skip(f"real SSL4MIS ACDC data not found at {root}")
     return root

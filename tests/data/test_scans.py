@@ -14,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sdnet.cli import main
 from sdnet.config import apply_overrides
 from sdnet.data.nifti import load_nifti
-from sdnet.data.scans import find_scan_inputs, read_dicom_folder, read_nifti_scan
+from sdnet.data.scans import find_scan_inputs, is_nnunet_layout, read_dicom_folder, read_nifti_scan
 from sdnet.errors import DataError
 from sdnet.training import Trainer
 
@@ -233,3 +233,46 @@ def test_nifti_dimensions_are_checked(tmp_path: Path):
         for name in ("c_0000.nii.gz", "c_0001.nii.gz"):
             nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), str(tmp_path / name))
         find_scan_inputs([tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"])
+
+
+def test_four_digit_endings_are_channels_only_in_an_nnunet_folder(tmp_path: Path):
+    """``SCD0000101_0048.nii.gz`` (a case and a slice number) is a case name, not nnU-Net channel 0048 (issue 23)."""
+    scd = tmp_path / "scd"
+    scd.mkdir()
+    for name in ("SCD0000101_0048", "SCD0000101_0049", "SCD0000201_0020"):
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), str(scd / f"{name}.nii.gz"))
+    found = find_scan_inputs([scd])
+    assert [f.output for f in found] == ["SCD0000101_0048_seg.nii.gz", "SCD0000101_0049_seg.nii.gz",
+                                         "SCD0000201_0020_seg.nii.gz"]
+    assert not is_nnunet_layout(["SCD0000101_0048", "SCD0000201_0020"])  # no channel 0000
+    assert not is_nnunet_layout(["a_0000", "a_0001", "b_0000"])  # not the same channels per case
+    assert is_nnunet_layout(["a_0000", "b_0000"]) and not is_nnunet_layout(["a_0000", "b"])
+    # a real nnU-Net folder keeps its naming (case_0000 -> case.nii.gz)
+    nn = tmp_path / "nn"
+    nn.mkdir()
+    for name in ("case1_0000", "case2_0000"):
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), str(nn / f"{name}.nii.gz"))
+    assert [f.output for f in find_scan_inputs([nn])] == ["case1.nii.gz", "case2.nii.gz"]
+
+
+def test_pydicom_warnings_are_one_line_per_series_not_per_file(tmp_path: Path, capsys, caplog):
+    """A series whose every file carries a malformed UID made pydicom warn (and log) once per file: 240 lines for a
+    cine. Now one line names the folder and the first message (issue 23)."""
+    import logging
+
+    import pydicom
+
+    write_dicom_series(tmp_path / "cine", _volume((20, 20, 4)), frames=3)  # 12 files
+    with pydicom.config.disable_value_validation():
+        for path in (tmp_path / "cine").iterdir():
+            ds = pydicom.dcmread(str(path))
+            ds.SeriesInstanceUID = "1.2.03.77"  # a leading zero: invalid for VR UI
+            ds.save_as(str(path))
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        (found,) = find_scan_inputs([tmp_path / "cine"])
+        found.read()
+    pydicom_lines = [r for r in caplog.records if "Invalid value for VR UI" in r.getMessage()]
+    assert len(pydicom_lines) == 1 and str(tmp_path / "cine") in pydicom_lines[0].getMessage()
+    assert "Invalid value for VR UI" not in capsys.readouterr().err  # nor as 12 Python warnings

@@ -129,7 +129,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     result = predict_inputs(args.checkpoint, list(args.input), args.out, naming=args.naming, device=args.device,
                             batch_size=args.batch_size, probabilities=args.probabilities, qc=not args.no_qc,
-                            on_line=print, on_error=lambda msg: print(f"sdnet: error: {msg}", file=sys.stderr))
+                            on_line=print, on_error=lambda msg: print(f"sdnet: error: {msg}", file=sys.stderr),
+                            on_warning=lambda msg: print(f"sdnet: warning: {msg}", file=sys.stderr))
+    if result.summary_csv is not None:
+        print(f"summary: {result.summary_csv}"
+              + (f" ({len(result.flagged)} scan(s) failed the anatomical check)" if result.flagged else ""))
     if result.report is not None:
         print(f"report: {result.report}")
     if result.failed:

@@ -73,7 +73,8 @@ def check_finite(data: np.ndarray, path: Path | str) -> None:
 
 
 def load_nifti(
-    path: str | Path, *, as_labels: bool = False, expect_3d: bool = True, reorient: bool = True
+    path: str | Path, *, as_labels: bool = False, expect_3d: bool = True, reorient: bool = True,
+    affine: np.ndarray | None = None,
 ) -> NiftiVolume:
     """Read a NIfTI file, checking that it exists, decodes, is 3D (or 2D, promoted to one slice) and is finite.
 
@@ -83,6 +84,8 @@ def load_nifti(
         expect_3d: reject volumes with a 4th dimension of size > 1.
         reorient: bring the volume to the orientation convention (:mod:`sdnet.data.orientation`); False keeps the
             file's voxel order (checkpoints of the ``legacy`` convention).
+        affine: the true (4, 4) affine of a file known to carry a wrong one (version-1 phantoms); None uses the
+            file's.
 
     Raises:
         DataError: naming the file, for a missing, corrupt, 4D, non-finite or non-integer-label file.
@@ -90,7 +93,10 @@ def load_nifti(
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    data, affine, zooms = decode_nifti(p)
+    data, file_affine, zooms = decode_nifti(p)
+    if affine is not None:
+        file_affine = np.asarray(affine, dtype=np.float64)
+    affine = file_affine
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -108,7 +114,6 @@ def load_nifti(
         check_finite(out, p)
     zoom3 = (*zooms, 1.0, 1.0, 1.0)[:3]
     file_shape = (int(out.shape[0]), int(out.shape[1]), int(out.shape[2])) if out.ndim >= 3 else None
-    file_affine = affine
     ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64)
     if reorient and out.ndim >= 3:
         out, affine, ornt = to_canonical(out, affine)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sdnet.config import DataConfig
-from sdnet.data.orientation import CONVENTION
+from sdnet.data.orientation import LEGACY, InPlaneMap, model_frame
 from sdnet.data.readers import READERS, reader_for, ssl4mis_split_lists
 from sdnet.data.sampling import SliceSet
 from sdnet.data.splits import Split, fixed_split, modality_blocks, split_subjects
@@ -95,7 +95,9 @@ def class_index(info: DatasetInfo, name: str) -> int | None:
 
 
 def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
-    """Read every volume of the dataset named by ``config`` (dispatch on ``config.format``)."""
+    """Read every volume of the dataset named by ``config`` (dispatch on ``config.format``), in the frame of
+    ``config.orientation``: the convention, or an older frame mapped from it (:func:`sdnet.data.orientation.
+    model_frame`) for checkpoints trained in one."""
     if not config.root:
         raise DataError("no dataset given: pass --data DIR (or set data.root in the config)")
     reader = reader_for(config.format)  # the registry in sdnet.data.readers.registry
@@ -103,7 +105,19 @@ def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
         multimodal = " or ".join(name for name, entry in READERS.items() if entry.multimodal)
         raise DataError(f"data.modality={config.modality!r}: several modalities need a multi-modality dataset "
                         f"(format {multimodal}), not format {config.format!r}")
-    return reader.read(config, config.orientation == CONVENTION)
+    info, volumes = reader.read(config, config.orientation != LEGACY)
+    frame = model_frame(config.orientation, config.format)
+    if frame is None or frame.is_identity:
+        return info, volumes
+    return info, [to_frame(volume, frame) for volume in volumes]
+
+
+def to_frame(volume: Volume, frame: InPlaneMap) -> Volume:
+    """``volume`` with its slices (image and label) mapped in-plane by ``frame``; spacing and affine follow."""
+    shape = (int(volume.image.shape[1]), int(volume.image.shape[2]))
+    return replace(
+        volume, image=frame.apply(volume.image), label=None if volume.label is None else frame.apply(volume.label),
+        spacing=frame.spacing(volume.spacing), affine=frame.affine(volume.affine, shape))
 
 
 def remap_labels(label: np.ndarray, info: DatasetInfo) -> np.ndarray:
@@ -191,7 +205,7 @@ class PreprocessedVolume:
     modality: str = ""
 
 
-_CACHE_VERSION = 4  # 3: volumes carry their modality; 4: the orientation convention (data.orientation)
+_CACHE_VERSION = 5  # 3: volumes carry their modality; 4: data.orientation; 5: the RAS convention (issue 23)
 
 
 def _cache_path(config: DataConfig, image_size: int) -> Path | None:

@@ -23,8 +23,11 @@ that lists them (:func:`find_scan_inputs`); the DICOM geometry is the bulk and i
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import re
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,13 +37,14 @@ import nibabel as nib
 import numpy as np
 
 from sdnet.data.nifti import check_finite
-from sdnet.data.orientation import from_canonical, to_canonical
+from sdnet.data.orientation import canonical_ornt, from_canonical, to_canonical
 from sdnet.errors import DataError
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 #: relative tolerance on the spacing between consecutive DICOM slice positions
 SLICE_SPACING_TOLERANCE = 0.05
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -153,7 +157,7 @@ def read_nifti_scan(path: str | Path) -> Scan:
         raise DataError(f"{p}: a {len(shape)}D image; expected a 3D volume (X, Y, Z) or a 4D cine (X, Y, Z, T)")
     if len(shape) > 4:
         raise DataError(f"{p}: a {len(shape)}D image of shape {shape}; expected 3D (X, Y, Z) or 4D (X, Y, Z, T)")
-    ornt = to_canonical(np.empty((1, 1, 1)), affine)[2]
+    ornt = canonical_ornt(affine, shape)
     zoom3 = (*zooms, 1.0, 1.0, 1.0)[:3]
     spacing = [0.0, 0.0, 0.0]
     for axis, (target, _) in enumerate(ornt):
@@ -177,6 +181,20 @@ def nnunet_case(stem: str) -> tuple[str, int] | None:
     return None if match is None else (match["case"], int(match["channel"]))
 
 
+def is_nnunet_layout(stems: list[str]) -> bool:
+    """Whether NIfTI files with these stems are an nnU-Net input folder: every stem ends in a 4-digit channel
+    (``case_0000``), every case has the same channels, and channel 0000 is among them. Names such as
+    ``SCD0000101_0048`` (a case and a slice or frame number) are not."""
+    cases: dict[str, set[int]] = {}
+    for stem in stems:
+        case = nnunet_case(stem)
+        if case is None:
+            return False
+        cases.setdefault(case[0], set()).add(case[1])
+    channels = {frozenset(c) for c in cases.values()}
+    return len(channels) == 1 and 0 in next(iter(channels))
+
+
 # ----------------------------------------------------------------------------------------------------------- DICOM
 @dataclass(frozen=True)
 class _DicomImage:
@@ -188,6 +206,41 @@ class _DicomImage:
     shape: tuple[int, int]
     time: float
     instance: int
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _pydicom_quiet(where: str | None) -> Iterator[None]:
+    """Hold back what pydicom warns (it warns and logs every file of a series with, say, a malformed UID: 240
+    lines for one cine) and, when ``where`` names the folder or series, log it once: the first message and how many
+    distinct ones there were. ``where=None`` drops them (headers read a second time)."""
+    logger = logging.getLogger("pydicom")
+    records = _Records()
+    propagate = logger.propagate
+    logger.addHandler(records)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        logger.removeHandler(records)
+        logger.propagate = propagate
+    if where is None:
+        return
+    messages = list(dict.fromkeys([*records.messages, *(str(w.message) for w in caught)]))
+    if messages:
+        first = messages[0].split(" Please see ")[0]  # pydicom appends a link to the standard
+        more = f" (and {len(messages) - 1} other message(s) of this kind)" if len(messages) > 1 else ""
+        _LOG.warning("%s: pydicom: %s%s", where, first, more)
 
 
 def _is_dicom(path: Path) -> bool:
@@ -230,14 +283,15 @@ def find_dicom_series(folder: str | Path) -> dict[str, list[Path]]:
     if not base.is_dir():
         raise DataError(f"{base}: folder not found")
     series: dict[str, list[Path]] = {}
-    for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        if not _is_dicom(path) and path.suffix.lower() not in (".dcm", ".ima"):
-            continue
-        ds = _dicom_header(path)
-        if ds is None or not hasattr(ds, "Rows"):
-            continue
-        uid = str(getattr(ds, "SeriesInstanceUID", "") or "unknown-series")
-        series.setdefault(uid, []).append(path)
+    with _pydicom_quiet(str(base)):  # pydicom's warnings on these headers: one line for the folder
+        for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if not _is_dicom(path) and path.suffix.lower() not in (".dcm", ".ima"):
+                continue
+            ds = _dicom_header(path)
+            if ds is None or not hasattr(ds, "Rows"):
+                continue
+            uid = str(getattr(ds, "SeriesInstanceUID", "") or "unknown-series")
+            series.setdefault(uid, []).append(path)
     if not series:
         raise DataError(f"{base}: no DICOM images found (empty folder, or no file pydicom can read as an image)")
     return series
@@ -245,11 +299,17 @@ def find_dicom_series(folder: str | Path) -> dict[str, list[Path]]:
 
 def read_dicom_series(files: list[Path], *, name: str, source: str) -> Scan:
     """One DICOM series (its files in any order) as a scan: slices sorted along the normal, cine frames by time.
+    What pydicom warns while reading it is logged once for the series.
 
     Raises:
         DataError: missing geometry tags, images of different size or orientation, a position with a different
             number of frames than the others, inconsistent spacing between slice positions, multi-frame files.
     """
+    with _pydicom_quiet(source):
+        return _read_dicom_series(files, name=name, source=source)
+
+
+def _read_dicom_series(files: list[Path], *, name: str, source: str) -> Scan:
     import pydicom
 
     images: list[_DicomImage] = []
@@ -334,7 +394,7 @@ def read_dicom_series(files: list[Path], *, name: str, source: str) -> Scan:
     lps[:3, 3] = images[groups[0][0]].position
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
     shape: tuple[int, ...] = (cols, rows, len(groups)) if n_frames == 1 else (cols, rows, len(groups), n_frames)
-    ornt = to_canonical(np.empty((1, 1, 1)), affine)[2]
+    ornt = canonical_ornt(affine, shape)
     zooms = (dc, dr, float(np.linalg.norm(slice_step)))
     spacing = [0.0, 0.0, 0.0]
     for axis, (target, _) in enumerate(ornt):
@@ -378,7 +438,8 @@ def find_scan_inputs(paths: list[Path], *, naming: str = "auto") -> list[ScanInp
         paths: files or folders.
         naming: output names: ``suffix`` (``<name>_seg.nii.gz``), ``nnunet`` (``case_0000.nii.gz`` in,
             ``case.nii.gz`` out, so nnU-Net's evaluation pairs them with its reference ``case.nii.gz``) or ``auto``
-            (``nnunet`` when every NIfTI input is named ``*_0000``, else ``suffix``).
+            (``nnunet`` when the NIfTI inputs are laid out as nnU-Net's: see :func:`is_nnunet_layout`; else
+            ``suffix``, and a ``_dddd`` ending is part of the name, as in ``SCD0000101_0048.nii.gz``).
 
     Raises:
         DataError: a path that does not exist, a folder with neither NIfTI nor DICOM images, two inputs with one
@@ -406,8 +467,7 @@ def find_scan_inputs(paths: list[Path], *, naming: str = "auto") -> list[ScanInp
         raise DataError(f"naming must be auto, suffix or nnunet, got {naming!r}")
     niftis_found = [f for f in found if f.kind == "nifti"]
     if naming == "auto":
-        nnunet = bool(niftis_found) and all(nnunet_case(f.name) for f in niftis_found)
-        naming = "nnunet" if nnunet else "suffix"
+        naming = "nnunet" if is_nnunet_layout([f.name for f in niftis_found]) else "suffix"
     out: list[ScanInput] = []
     for f in found:
         output = f"{f.name}_seg.nii.gz"
@@ -435,7 +495,8 @@ def _series_names(base: Path, series: dict[str, list[Path]]) -> list[tuple[str, 
         return [(base.name, next(iter(series.values())))]
     out: list[tuple[str, list[Path]]] = []
     names: set[str] = set()
-    numbers = {uid: getattr(_dicom_header(files[0]), "SeriesNumber", None) for uid, files in series.items()}
+    with _pydicom_quiet(None):
+        numbers = {uid: getattr(_dicom_header(files[0]), "SeriesNumber", None) for uid, files in series.items()}
 
     def order(item: tuple[str, list[Path]]) -> tuple[float, str]:
         try:

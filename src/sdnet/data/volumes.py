@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sdnet.data.nifti import check_same_grid, load_nifti
+from sdnet.data.phantom.datatypes import phantom_affine
 from sdnet.errors import DataError
 
 
@@ -108,7 +109,7 @@ def read_phantom(
             subject's volumes in each modality, sharing the subject id).
         labelled_phases: ``ed_es`` keeps masks only for the ED and ES frames (as in ACDC; the other frames are
             returned unlabelled), ``all`` keeps every frame's mask.
-        reorient: bring the volumes to the orientation convention (the phantom's own files already are in it).
+        reorient: bring the volumes to the orientation convention (False: the files' voxel order, ``legacy``).
 
     Returns:
         (dataset info naming the modalities read, volumes sorted by subject, modality (in the order asked) and
@@ -143,17 +144,25 @@ def read_phantom(
         raise DataError(f"{meta_path}: the dataset lists no subjects")
     info = DatasetInfo(name=str(meta.get("format", "sdnet-phantom")), labels=labels, modalities=wanted)
     volumes: list[Volume] = []
+    # version-1 phantoms hold the same arrays under an identity-like affine that mirrored their world: read them
+    # with the anatomical one (sdnet.data.phantom.datatypes.phantom_affine)
+    true_affine = None
+    if int(meta.get("version", 1)) < 2:
+        spacing = meta.get("spacing_mm", [1.0, 1.0, 1.0])
+        true_affine = phantom_affine((float(spacing[0]), float(spacing[1]), float(spacing[2])))
     for entry in subjects:
         for name in wanted:
-            volumes.extend(_phantom_subject_volumes(base, meta_path, entry, name, labelled_phases, info, reorient))
+            volumes.extend(_phantom_subject_volumes(base, meta_path, entry, name, labelled_phases, info, reorient,
+                                                    true_affine))
     return info, volumes
 
 
 def _phantom_subject_volumes(
     base: Path, meta_path: Path, entry: Any, modality: str, labelled_phases: str, info: DatasetInfo,
-    reorient: bool = True,
+    reorient: bool = True, true_affine: np.ndarray | None = None,
 ) -> list[Volume]:
-    """The volumes (one per phase) of one phantom subject in one modality."""
+    """The volumes (one per phase) of one phantom subject in one modality (``true_affine`` replaces the files'
+    affine of a version-1 phantom)."""
     try:
         sid = str(entry["id"])
         image_files = list(entry["files"][modality])
@@ -165,11 +174,11 @@ def _phantom_subject_volumes(
         raise DataError(f"{meta_path}: subject {sid} lists {len(image_files)} images but {len(label_files)} labels")
     volumes = []
     for phase, (image_rel, label_rel) in enumerate(zip(image_files, label_files, strict=True)):
-        img = load_nifti(base / image_rel, reorient=reorient)
+        img = load_nifti(base / image_rel, reorient=reorient, affine=true_affine)
         labelled = labelled_phases == "all" or phase in keep
         label: np.ndarray | None = None
         if labelled:
-            lab = load_nifti(base / label_rel, as_labels=True, reorient=reorient)
+            lab = load_nifti(base / label_rel, as_labels=True, reorient=reorient, affine=true_affine)
             check_same_grid(img, lab)
             label = np.ascontiguousarray(np.moveaxis(lab.data, 2, 0))
         volume = Volume(

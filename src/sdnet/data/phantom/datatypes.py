@@ -36,6 +36,27 @@ TISSUES: tuple[str, ...] = (
 
 _T: Mapping[str, int] = MappingProxyType({name: i for i, name in enumerate(TISSUES)})
 
+PHANTOM_VERSION = 2
+"""``phantom.json`` version: 2 writes the anatomical affine of :func:`phantom_affine`; version-1 files carried
+``diag(dx, dy, dz)``, which put the (correctly drawn) heart in a mirrored world (RV left-posterior of the LV)."""
+
+
+def phantom_affine(spacing: tuple[float, float, float]) -> np.ndarray:
+    """The (4, 4) world (RAS+) affine of a phantom volume stored (row, column, slice).
+
+    The slices are drawn as a radiological short-axis-like view (image ``y`` downwards = posterior, ``x`` to the
+    right = the patient's left, so the liver and the RV lie on the image's left and the spine at the bottom) and
+    stacked from base to apex, i.e. towards inferior. Row i therefore points to -A, column j to -R and slice k to
+    -S (a proper rotation, determinant +1); the origin is the first voxel.
+
+    Args:
+        spacing: (row, column, slice) voxel sizes in mm.
+    """
+    dy, dx, dz = spacing
+    affine = np.zeros((4, 4))
+    affine[0, 1], affine[1, 0], affine[2, 2], affine[3, 3] = -dx, -dy, -dz, 1.0
+    return affine
+
 
 @dataclass
 class PhantomSubject:

@@ -17,7 +17,7 @@ import numpy as np
 
 from sdnet.data.nifti import save_nifti
 from sdnet.data.phantom.config import PhantomConfig
-from sdnet.data.phantom.datatypes import LABELS, PhantomSubject
+from sdnet.data.phantom.datatypes import LABELS, PHANTOM_VERSION, PhantomSubject, phantom_affine
 from sdnet.data.phantom.render import MODALITY_RENDERERS
 from sdnet.data.phantom.tissues import _rng_factory, render_tissue_maps
 from sdnet.errors import DataError
@@ -68,8 +68,8 @@ def generate_phantom(config: PhantomConfig) -> Iterator[PhantomSubject]:
 
 
 def _save_volume(path: Path, volume: np.ndarray, spacing: tuple[float, float, float]) -> None:
-    """Write a (S, H, W) stack as a NIfTI volume of shape (H, W, S)."""
-    save_nifti(path, np.ascontiguousarray(np.moveaxis(volume, 0, 2)), np.diag([*spacing, 1.0]))
+    """Write a (S, H, W) stack as a NIfTI volume of shape (H, W, S) with its anatomical affine."""
+    save_nifti(path, np.ascontiguousarray(np.moveaxis(volume, 0, 2)), phantom_affine(spacing))
 
 
 def _write_subject(out: Path, config: PhantomConfig, index: int) -> dict[str, object]:
@@ -122,6 +122,8 @@ def phantom_matches(out_dir: str | Path, config: PhantomConfig) -> bool:
     meta = _read_meta(out)
     if meta is None or meta.get("config") != json.loads(json.dumps(_config_dict(config))):
         return False
+    if meta.get("version") != PHANTOM_VERSION:
+        return False
     return all((out / rel).is_file() for subject in meta.get("subjects", [])
                for rels in subject.get("files", {}).values() for rel in rels)
 
@@ -162,7 +164,9 @@ def write_phantom(
             return out / "phantom.json"
         old = _read_meta(out)
         if not force:
-            what = "a phantom written with other settings" if old else "other files"
+            what = ("a phantom written with other settings" if old and old.get("version") == PHANTOM_VERSION
+                    else f"a phantom of version {old.get('version')} (this sdnet writes {PHANTOM_VERSION})" if old
+                    else "other files")
             raise DataError(f"{out} already holds {what}; use --force to replace it, or another --out")
         for subject in (old or {}).get("subjects", []):
             sid = str(subject.get("id", ""))
@@ -183,7 +187,7 @@ def write_phantom(
     config_dict = _config_dict(config)
     meta = {
         "format": "sdnet-phantom",
-        "version": 1,
+        "version": PHANTOM_VERSION,
         "config": config_dict,
         "labels": {str(k): v for k, v in LABELS.items()},
         "modalities": list(config.modalities),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from sdnet.config import DataConfig
+from sdnet.data.orientation import CONVENTION, LEGACY
 from sdnet.data.readers.acdc import read_acdc
 from sdnet.data.readers.mmwhs import read_mmwhs
 from sdnet.data.readers.nnunet import read_nnunet
@@ -18,7 +19,8 @@ from sdnet.data.volumes import DatasetInfo, Volume, read_phantom
 from sdnet.errors import DataError
 
 ReadVolumes = Callable[[DataConfig, bool], tuple[DatasetInfo, list[Volume]]]
-"""``read(config, reorient)``: every volume of ``config.root``; ``reorient`` is ``config.orientation == CONVENTION``."""
+"""``read(config, reorient)``: every volume of ``config.root``, in the orientation convention when ``reorient`` (else
+in the files' voxel order: ``data.orientation=legacy``)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def _acdc(config: DataConfig, reorient: bool) -> tuple[DatasetInfo, list[Volume]
 
 
 def _ssl4mis(config: DataConfig, reorient: bool) -> tuple[DatasetInfo, list[Volume]]:
-    return read_ssl4mis(config.root, orientation=config.orientation)
+    return read_ssl4mis(config.root, orientation=CONVENTION if reorient else LEGACY)
 
 
 def _nnunet(config: DataConfig, reorient: bool) -> tuple[DatasetInfo, list[Volume]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from sdnet.data.orientation import CONVENTION, ssl4mis_to_canonical
+from sdnet.data.orientation import CONVENTION, LEGACY, ssl4mis_to_canonical
 from sdnet.data.readers.acdc import ACDC_LABELS
 from sdnet.data.readers.common import _check_root, _finish, _spacing_affine
 from sdnet.data.volumes import DatasetInfo, Volume
@@ -79,6 +79,8 @@ def read_ssl4mis(
     Args:
         root: the release folder (containing ``data/``).
         patients: read only these patient ids (e.g. ``{"patient001"}``); None reads all.
+        orientation: ``legacy`` keeps the arrays as stored; anything else returns them in the convention of
+            :mod:`sdnet.data.orientation` (older frames are mapped from it by the pipeline).
 
     Returns:
         (dataset info with ACDC's labels, labelled volumes sorted by subject and phase). The ``source`` of a
@@ -140,7 +142,7 @@ def read_ssl4mis(
 def _ssl4mis_volume(
     sid: str, frame: int, image: np.ndarray, label: np.ndarray, source: str, orientation: str
 ) -> Volume:
-    if orientation == CONVENTION:  # stored (j, i) by SimpleITK: back to the NIfTI files' (i, j)
+    if orientation != LEGACY:  # stored (j, i) by SimpleITK from L/P-pointing NIfTI axes: to (i, j) towards R/A
         image, label = ssl4mis_to_canonical(image), ssl4mis_to_canonical(label)
     return Volume(
         subject_id=sid,
