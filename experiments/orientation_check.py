@@ -2,9 +2,10 @@
 
     python experiments/orientation_check.py RUN_OR_CHECKPOINT [--data DIR]
 
-``legacy`` reads the SSL4MIS slices as stored (j, i) and NIfTI files in their voxel order; ``canonical`` is the
-convention of sdnet.data.orientation. A model scores well only in the convention it was trained in; the other row
-shows what feeding it the other orientation costs.
+``legacy`` reads the SSL4MIS slices as stored (j, i) and NIfTI files in their voxel order; ``canonical`` is issue
+15's convention (SSL4MIS slices only transposed); ``ras`` is the convention of sdnet.data.orientation (issue 23: a
+half turn from ``canonical`` for SSL4MIS). A model scores well only in the frame it was trained in; the other rows
+show what feeding it another frame costs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main() -> None:
     model, config, state = load_model(args.checkpoint)
     print(f"{args.checkpoint}: trained in data.orientation={config.data.orientation}")
     split = Split.from_dict(state["split"])
-    for orientation in ("legacy", "canonical"):
+    for orientation in ("legacy", "canonical", "ras"):
         data_config = dataclasses.replace(config.data, orientation=orientation, root=args.data or config.data.root)
         data = prepare_data(data_config, image_size=config.model.image_size, n_classes=config.model.n_classes,
                             split=split)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -268,6 +269,127 @@ def test_two_inputs_with_one_output_name_are_refused(run: Path, tiny_phantom: Pa
                             str(tmp_path / "b" / "scan.nii.gz"), "--out", str(tmp_path / "out")]),
                     "would both be written as scan_seg.nii.gz")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+# ------------------------------------------------------------------- issue 25: nothing overwritten, nothing left behind
+def test_a_second_predict_into_one_folder_is_refused_unless_overwrite_or_skip_existing(
+    run: Path, tiny_phantom: Path, tmp_path: Path
+):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    shutil.copy(_scan(tiny_phantom), first / "scan.nii.gz")
+    other = sorted(tiny_phantom.glob("*/*_MR_phase01.nii.gz"))[-1]  # another subject's scan, the same file name
+    shutil.copy(other, second / "scan.nii.gz")
+    out = tmp_path / "out"
+    base = ["predict", "--checkpoint", str(run), "--out", str(out), "--input"]
+    assert _sdnet([*base, str(first)]).returncode == 0
+    before = _tree_digest(out)
+    err = _one_line_error(_sdnet([*base, str(second)]), "already holds", "scan_seg.nii.gz", "--overwrite",
+                          "--skip-existing")
+    assert "qc" not in err.split("(")[0]
+    assert _tree_digest(out) == before  # nothing replaced, nothing added
+    skipped = _sdnet([*base, str(second), "--skip-existing"])
+    assert skipped.returncode == 0 and "left as it is (--skip-existing)" in skipped.stdout
+    assert _tree_digest(out)["scan_seg.nii.gz"] == before["scan_seg.nii.gz"]
+    replaced = _sdnet([*base, str(second), "--overwrite"])
+    assert replaced.returncode == 0, replaced.stderr
+    assert nib.load(str(out / "scan_seg.nii.gz")).shape == nib.load(str(other)).shape
+    assert not _debris(out)
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 2 and str(second / "scan.nii.gz") in rows[1]  # one row for the one name, the new scan
+    both = _sdnet([*base, str(second), "--overwrite", "--skip-existing"])  # argparse's usage error
+    assert both.returncode == 2 and "not allowed with argument --overwrite" in both.stderr
+
+
+def test_export_into_a_used_folder_is_refused_unless_overwrite_and_files_follow_the_umask(run: Path, tmp_path: Path):
+    out = tmp_path / "model"
+
+    def export(*extra: str, umask: int = 0o022) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sdnet.cli", "export", "--checkpoint", str(run), "--out",
+                               str(out), *extra], capture_output=True, text=True, timeout=300,
+                              preexec_fn=lambda: os.umask(umask))
+
+    assert export().returncode == 0
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert modes == {"model.safetensors": 0o644, "model.json": 0o644, "MODEL_CARD.md": 0o644}, modes
+    before = _tree_digest(out)
+    _one_line_error(export(), "already holds", "model.safetensors", "--overwrite")
+    assert _tree_digest(out) == before
+    assert export("--overwrite", umask=0o077).returncode == 0
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o600}  # the umask decides, for every file
+
+
+def test_sigterm_stops_predict_cleanly_and_a_later_run_removes_stale_temporaries(
+    run: Path, tiny_phantom: Path, tmp_path: Path
+):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in range(40):
+        shutil.copy(_scan(tiny_phantom), scans / f"scan{k:02d}.nii.gz")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "sdnet.cli", "predict", "--checkpoint", str(run), "--input", str(scans), "--out",
+            str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(out.glob("scan0*_seg.nii.gz")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("sdnet: warning:")]  # QC of scans
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("sdnet: stopped: SIGTERM after") and "--skip-existing" in lines[0]
+    done = sorted(out.glob("*_seg.nii.gz"))
+    assert 0 < len(done) < 40 and not _debris(out)
+    assert len((out / "predictions.csv").read_text().splitlines()) == len(done) + 1
+    # a SIGKILLed run's temporary (its process is gone) is removed, and named, by the next run into the folder
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f".tmp-{dead.pid}-scan39_seg.nii.gz"
+    stale.write_bytes(b"half a mask")
+    rest = _sdnet(args[3:] + ["--skip-existing"])
+    assert rest.returncode == 0, rest.stderr
+    assert "removed 1 temporary file(s) that killed runs left" in rest.stdout and stale.name in rest.stdout
+    assert not stale.exists() and len(list(out.glob("*_seg.nii.gz"))) == 40
+    assert len((out / "predictions.csv").read_text().splitlines()) == 41
+
+
+def test_indices_refuse_unknown_label_values_and_flag_a_zero_ejection_fraction(tmp_path: Path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask = np.zeros((12, 12, 3, 2), np.uint8)
+    mask[2:6, 2:6, :, :] = 3
+    mask[7:9, 7:9, :, 1] = 7  # not a label of the map
+    nib.save(nib.Nifti1Image(mask, np.diag([1.5, 1.5, 8.0, 1.0])), str(masks / "case_seg.nii.gz"))
+    _one_line_error(_sdnet(["indices", "--masks", str(masks), "--out", str(tmp_path / "ind")]),
+                    "case_seg.nii.gz", "label values [7]", "--labels")
+    named = _sdnet(["indices", "--masks", str(masks), "--out", str(tmp_path / "ind"), "--labels",
+                    "RV=1,MYO=2,LV=3,OTHER=7"])
+    assert named.returncode == 0, named.stderr  # named, the value is a structure of its own
+    # an LV that never changes: EF 0 and ED = ES are flagged, not reported as a finding
+    mask[mask == 7] = 0
+    nib.save(nib.Nifti1Image(mask, np.diag([1.5, 1.5, 8.0, 1.0])), str(masks / "case_seg.nii.gz"))
+    flat = _sdnet(["indices", "--masks", str(masks), "--out", str(tmp_path / "ind2")])
+    assert flat.returncode == 0, flat.stderr
+    assert "sdnet: warning: subject case: ED and ES are the same phase (0)" in flat.stderr
+    assert "LV EF 0.0 %" in flat.stderr
+    row = (tmp_path / "ind2" / "indices.csv").read_text().splitlines()[1]
+    assert "ED and ES are the same phase" in row
+    assert "⚠ not findings" in (tmp_path / "ind2" / "indices.md").read_text()
+
+
+def test_text_and_pickle_checkpoints_and_broken_yaml_are_one_plain_line(tiny_phantom: Path, tmp_path: Path):
+    (tmp_path / "notes.pt").write_text("this is a text file, not a checkpoint\n")
+    _one_line_error(_sdnet(["evaluate", "--checkpoint", str(tmp_path / "notes.pt")]), "notes.pt: not a checkpoint")
+    import pickle
+
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
+    err = _one_line_error(_sdnet(["evaluate", "--checkpoint", str(tmp_path / "raw.pt")]), "raw.pt: refused")
+    assert "UserWarning" not in err
+    (tmp_path / "bad.yaml").write_text("model:\n  image_size: [1, 2\n train: x\n")
+    _one_line_error(_sdnet(["train", "--config", str(tmp_path / "bad.yaml"), "--data", str(tiny_phantom), "--out",
+                            str(tmp_path / "r")]), "bad.yaml:3:7: not valid YAML")
 
 
 # ------------------------------------------------------------------------------------------------ smaller items

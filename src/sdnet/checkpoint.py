@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,17 @@ def _unsafe_detail(exc: BaseException) -> str:
     return f" ({match.group(1)})" if match else ""
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like something ``torch.save`` writes: a zip archive (``PK``) or a legacy pickle
+    (protocol opcode ``0x80``)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+    except OSError:
+        return True  # let torch.load report it
+    return head[:2] == b"PK" or head[:1] == b"\x80"
+
+
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only``); never executes code stored in the file.
 
@@ -89,8 +101,13 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             raise CheckpointError(f"{path}: no best.pt or last.pt in this folder")
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
+    if not _looks_like_torch_file(p):
+        raise CheckpointError(f"{p}: not a checkpoint (neither a torch zip archive nor a pickle; sdnet writes "
+                              "best.pt / last.pt in run folders)")
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing raw pickles
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{p}: refused to load: the file contains objects other than tensors and plain "
                               f"values{_unsafe_detail(exc)}; it may run code when unpickled, so sdnet never loads "

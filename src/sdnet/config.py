@@ -564,6 +564,17 @@ def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
+def yaml_error_line(path: str | Path, exc: BaseException) -> str:
+    """One line for a YAML parse error: ``file:line:column: not valid YAML: <problem>`` (PyYAML's own message spans
+    several lines with context and carets)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    detail = f"{problem} ({context})" if context else str(problem)
+    return f"{where}: not valid YAML: {detail}"
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
     """Load a YAML run config (missing keys take the defaults) and apply command-line overrides."""
     data: Any = {}
@@ -574,7 +585,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+            raise ConfigError(f"{yaml_error_line(p, exc)}") from None
     config = from_dict(RunConfig, data)
     return apply_overrides(config, overrides)
 

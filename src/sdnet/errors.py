@@ -28,4 +28,10 @@ class OutputError(SDNetError):
 
 
 class RunInterrupted(SDNetError):
-    """Training was stopped with Ctrl-C (SIGINT) or SIGTERM after ``last.pt`` was saved; ``--resume`` continues."""
+    """A command was stopped by Ctrl-C (SIGINT) or SIGTERM after saving what it had finished (training: ``last.pt``,
+    ``--resume`` continues; predict: the scans done so far). ``exit_status`` is the CLI's exit status (130 unless
+    the command asks for the signal's own, 128 + its number)."""
+
+    def __init__(self, message: str, *, exit_status: int = 130) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status

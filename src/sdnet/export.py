@@ -33,7 +33,7 @@ from sdnet import __version__
 from sdnet.checkpoint import EXPORT_FORMAT, EXPORT_VERSION, META, WEIGHTS, load_model
 from sdnet.config import RunConfig, to_dict
 from sdnet.errors import SDNetError
-from sdnet.outputs import atomic_output, check_writable, write_text
+from sdnet.outputs import atomic_output, check_writable, existing, name_some, remove_stale_temporaries, write_text
 
 CARD = "MODEL_CARD.md"
 ONNX = "model.onnx"
@@ -105,7 +105,8 @@ def _card(meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = False, name: str = "") -> list[Path]:
+def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = False, name: str = "",
+                 overwrite: bool = False) -> list[Path]:
     """Write ``checkpoint``'s network as an export folder (see the module docstring).
 
     Args:
@@ -113,16 +114,27 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = Fa
         out_dir: the export folder (created).
         onnx: also write ``model.onnx`` (needs the ``onnx`` package; checked with ``onnxruntime`` when installed).
         name: the model's name in the card (default: the run folder's name).
+        overwrite: replace an earlier export in ``out_dir`` (a ``model.onnx`` of it that this export does not
+            rewrite is removed, so the folder never pairs new weights with an old ONNX graph).
 
     Returns:
         The written files.
+
+    Raises:
+        SDNetError: ``out_dir`` holds an export's files and ``overwrite`` is not set.
     """
     from safetensors.torch import save_file
 
+    target = Path(out_dir)
+    earlier = existing([target / WEIGHTS, target / META, target / CARD, target / ONNX])
+    if earlier and not overwrite:
+        raise SDNetError(f"{target} already holds {name_some(earlier)}; pass --overwrite to replace that export, or "
+                         "choose another --out")
     model, config, state = load_model(checkpoint)
     src = Path(checkpoint)
     run_dir = src if src.is_dir() else src.parent
     out = check_writable(out_dir, what="export folder")
+    remove_stale_temporaries(out)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_output(out / WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": EXPORT_FORMAT, "version": str(EXPORT_VERSION)})
@@ -146,6 +158,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, onnx: bool = Fa
     written = [out / WEIGHTS, out / META, out / CARD]
     if onnx:
         written.append(export_onnx(model, config, out / ONNX))
+    elif (out / ONNX).exists():
+        (out / ONNX).unlink()  # the earlier export's graph: not these weights
     return written
 
 

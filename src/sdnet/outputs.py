@@ -90,6 +90,58 @@ def check_writable(folder: str | Path, *, what: str = "output folder") -> Path:
     return p
 
 
+_TEMPORARY = re.compile(r"^\.tmp-(\d+)-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files (``.tmp-<pid>-<name>``, see :func:`atomic_output`) that processes no longer
+    running left in ``folder`` (not recursive) when they were killed (SIGKILL, a power cut) mid-write.
+
+    Returns:
+        The files removed. Those of running processes (this one included) are left alone.
+    """
+    p = Path(folder)
+    removed: list[Path] = []
+    if not p.is_dir():
+        return removed
+    for entry in sorted(p.iterdir()):
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with suppress(OSError):
+            entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS tells it (Linux), else by setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def temporary_name(path: str | Path) -> Path:
     """The hidden temporary file beside ``path`` that :func:`atomic_output` writes first (unique per process)."""
     p = Path(path)
@@ -101,13 +153,17 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; on success it is renamed to ``path``.
 
     On any failure the temporary file is removed and ``path`` is left as it was; a failed write (see
-    :func:`is_write_failure`) is raised as :class:`~sdnet.errors.OutputError`, anything else as itself.
+    :func:`is_write_failure`) is raised as :class:`~sdnet.errors.OutputError`, anything else as itself. The file
+    gets the permissions of a plainly created one (``0o666`` less the umask), whatever mode the writer used (the
+    safetensors writer creates its file private, ``0o600``).
     """
     p = Path(path)
     tmp = temporary_name(p)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException as exc:
         with suppress(OSError):
@@ -125,14 +181,25 @@ def write_text(path: str | Path, text: str) -> Path:
     return p
 
 
-
-
-
 def save_figure(fig: object, path: str | Path, **kwargs: object) -> Path:
     """Atomically save a matplotlib figure (the format follows ``path``'s extension)."""
     p = Path(path)
     with atomic_output(p) as tmp:
         fig.savefig(tmp, **kwargs)  # type: ignore[attr-defined]
     return p
-__all__ = ["atomic_output", "check_writable", "is_write_failure", "os_reason", "save_figure", "temporary_name",
-           "write_text"]
+
+
+def existing(paths: list[Path]) -> list[Path]:
+    """The entries of ``paths`` that exist (the outputs a command would replace)."""
+    return [p for p in paths if p.exists()]
+
+
+def name_some(paths: list[Path], limit: int = 4) -> str:
+    """``a, b, c and 2 more``: a few file names for a one-line message."""
+    names = [p.name for p in paths[:limit]]
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(names) + more
+
+
+__all__ = ["atomic_output", "check_writable", "existing", "is_write_failure", "name_some", "os_reason",
+           "remove_stale_temporaries", "save_figure", "temporary_name", "write_text"]

@@ -180,8 +180,12 @@ def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else math.nan
 
 
-def write_predictions_csv(summaries: list[ScanSummary], failed: list[tuple[str, str]], path: Path) -> Path:
+def write_predictions_csv(summaries: list[ScanSummary], failed: list[tuple[str, str]], path: Path, *,
+                          keep_other_rows: set[str] | None = None) -> Path:
     """``predictions.csv``: one row per scan written (and per input that failed, with its reason).
+
+    With ``keep_other_rows`` (the names this run wrote or failed), the rows of an existing ``path`` for other
+    scans (earlier runs into the same folder, scans skipped with ``--skip-existing``) are kept after the new ones.
 
     Columns: ``name``, ``input``, ``mask``, ``frames``, ``classes_present`` (the classes found in every frame,
     space-separated; ``classes_missing_in_some_frames`` the others found somewhere), ``<class>_<unit>_max`` /
@@ -222,6 +226,14 @@ def write_predictions_csv(summaries: list[ScanSummary], failed: list[tuple[str, 
     for source, reason in failed:
         writer.writerow([Path(source).name, source, "", 0, "", ""] + [""] * (2 * len(names))
                         + ["n/a", "", "", "", "", 0, f"not segmented: {reason}"])
+    if keep_other_rows is not None and path.is_file():
+        try:
+            old_rows = list(csv.DictReader(path.open(newline="")))
+        except (OSError, csv.Error, UnicodeDecodeError):
+            old_rows = []
+        for old in old_rows:
+            if old.get("name") not in keep_other_rows:
+                writer.writerow([old.get(column, "") for column in header])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, buffer.getvalue())
     return path

@@ -63,7 +63,9 @@ class SubjectSeries:
 
 @dataclass(frozen=True)
 class SubjectIndices:
-    """Indices of one subject; volumes and mass are NaN when the voxel size is unknown (EF is still given)."""
+    """Indices of one subject; volumes and mass are NaN when the voxel size is unknown (EF is still given).
+    ``warnings`` names results that are not findings: ED and ES the same phase, an EF of 0 (or below, or undefined)
+    — what masks without a beating LV give."""
 
     subject: str
     ed: int
@@ -71,6 +73,7 @@ class SubjectIndices:
     ed_es_from: str
     values: dict[str, float]
     volume_unit: str
+    warnings: tuple[str, ...] = ()
 
 
 def voxel_volume_ml(path: Path, zooms: tuple[float, ...], units: str, *, spacing: Sequence[float] | None = None
@@ -154,7 +157,8 @@ def read_mask_series(
             ES); an ``Info.cfg`` found under ``info_root`` still takes precedence.
 
     Raises:
-        DataError: no files, unreadable or non-label files, 2D maps, maps without the LV label anywhere.
+        DataError: no files, unreadable or non-label files, 2D maps, maps without the LV label anywhere, label
+            values that ``labels`` does not name (they would be dropped silently).
     """
     if "LV" not in labels:
         raise DataError(f"labels {dict(labels)} name no LV; pass e.g. --labels RV=1,MYO=2,LV=3")
@@ -170,8 +174,15 @@ def read_mask_series(
         raise DataError(f"no label maps (*.nii, *.nii.gz) in {', '.join(map(str, inputs))}")
     regex = re.compile(pattern) if pattern else None
     subjects: dict[str, SubjectSeries] = {}
+    known = {0, *(int(v) for v in labels.values())}
     for path in files:
         data, zooms, units = _read_mask(path)
+        unexpected = sorted(int(v) for v in np.unique(data) if int(v) not in known)
+        if unexpected:
+            named = ",".join(f"{n}={v}" for n, v in labels.items())
+            raise DataError(f"{path}: label values {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''} are not "
+                            f"in --labels {named} (0 = background); name them (e.g. --labels {named},OTHER="
+                            f"{unexpected[0]}) or fix the masks")
         voxel_ml = voxel_volume_ml(path, zooms, units, spacing=spacing)
         unit = "mL" if voxel_ml is not None else "voxels"
         stem = nifti_stem(path).removesuffix("_seg")
@@ -237,8 +248,16 @@ def subject_indices(series: SubjectSeries) -> SubjectIndices:
         values[f"{structure}_EF"] = ef
     myo = by_phase[ed].volumes.get("MYO", math.nan)
     values["LV_mass"] = MYOCARDIAL_DENSITY_G_PER_ML * myo if known else math.nan
+    warnings: list[str] = []
+    if ed == es:
+        warnings.append(f"ED and ES are the same phase ({ed}): the LV volume does not change over the phases")
+    ef = values["LV_EF"]
+    if not math.isfinite(ef):
+        warnings.append("LV EF undefined (no LV at ED)")
+    elif ef <= 0:
+        warnings.append(f"LV EF {ef:.1f} %: the ES volume is not below the ED volume")
     return SubjectIndices(subject=series.subject, ed=ed, es=es, ed_es_from=series.ed_es_from, values=values,
-                          volume_unit=unit)
+                          volume_unit=unit, warnings=tuple(warnings))
 
 
 @dataclass(frozen=True)
@@ -292,9 +311,10 @@ def write_indices(results: Sequence[SubjectIndices], series: Sequence[SubjectSer
     paths = [out / "indices.csv", out / "volumes.csv", out / "indices.md", out / "volume_curves.png"]
     with atomic_output(paths[0]) as tmp_path, tmp_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["subject", "ED", "ES", "ED_ES_from", *[f"{k}_{UNITS[k]}" for k in INDEX_NAMES]])
+        w.writerow(["subject", "ED", "ES", "ED_ES_from", *[f"{k}_{UNITS[k]}" for k in INDEX_NAMES], "warnings"])
         for r in results:
-            w.writerow([r.subject, r.ed, r.es, r.ed_es_from, *[_num(r.values[k]) for k in INDEX_NAMES]])
+            w.writerow([r.subject, r.ed, r.es, r.ed_es_from, *[_num(r.values[k]) for k in INDEX_NAMES],
+                        "; ".join(r.warnings)])
     with atomic_output(paths[1]) as tmp_path, tmp_path.open("w", newline="") as f:
         w = csv.writer(f)
         names = list(series[0].phases[0].volumes) if series else []
@@ -309,8 +329,13 @@ def write_indices(results: Sequence[SubjectIndices], series: Sequence[SubjectSer
              "| subject | ED | ES | " + " | ".join(f"{k} ({UNITS[k]})" for k in INDEX_NAMES) + " |",
              "|" + "---|" * (3 + len(INDEX_NAMES))]
     for r in results:
-        lines.append(f"| {r.subject} | {r.ed} | {r.es} | " + " | ".join(_fmt(r.values[k]) for k in INDEX_NAMES)
-                     + " |")
+        flag = " ⚠" if r.warnings else ""
+        lines.append(f"| {r.subject}{flag} | {r.ed} | {r.es} | "
+                     + " | ".join(_fmt(r.values[k]) for k in INDEX_NAMES) + " |")
+    flagged = [r for r in results if r.warnings]
+    if flagged:
+        lines += ["", "⚠ not findings — check these masks:", ""]
+        lines += [f"- {r.subject}: {'; '.join(r.warnings)}" for r in flagged]
     write_text(paths[2], "\n".join(lines) + "\n")
     _plot_curves(series, results, paths[3])
     return paths

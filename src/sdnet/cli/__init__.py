@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(commands.COMMANDS[args.command](args))
     except RunInterrupted as exc:
         print(f"sdnet: stopped: {exc}", file=sys.stderr)
-        return 130
+        return exc.exit_status
     except SDNetError as exc:
         print(f"sdnet: error: {exc}", file=sys.stderr)
         return 2

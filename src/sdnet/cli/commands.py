@@ -130,7 +130,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     result = predict_inputs(args.checkpoint, list(args.input), args.out, naming=args.naming, device=args.device,
                             batch_size=args.batch_size, probabilities=args.probabilities, qc=not args.no_qc,
                             on_line=print, on_error=lambda msg: print(f"sdnet: error: {msg}", file=sys.stderr),
-                            on_warning=lambda msg: print(f"sdnet: warning: {msg}", file=sys.stderr))
+                            on_warning=lambda msg: print(f"sdnet: warning: {msg}", file=sys.stderr),
+                            overwrite=args.overwrite, skip_existing=args.skip_existing)
     if result.summary_csv is not None:
         print(f"summary: {result.summary_csv}"
               + (f" ({len(result.flagged)} scan(s) failed the anatomical check)" if result.flagged else ""))
@@ -185,6 +186,9 @@ def cmd_indices(args: argparse.Namespace) -> int:
     results = [subject_indices(s) for s in series]
     paths = write_indices(results, series, args.out)
     print(paths[2].read_text(), end="")
+    for r in results:
+        for warning in r.warnings:
+            print(f"sdnet: warning: subject {r.subject}: {warning}", file=sys.stderr)
     if results and results[0].volume_unit != "mL":
         print("note: the label maps give no voxel size: volumes and mass are not reported (EF is); pass --spacing")
     if args.reference:
@@ -199,7 +203,7 @@ def cmd_indices(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    paths = export_model(args.checkpoint, args.out, onnx=args.onnx, name=args.name)
+    paths = export_model(args.checkpoint, args.out, onnx=args.onnx, name=args.name, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -127,6 +127,13 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "(default) picks nnunet when every input is named *_0000")
     p.add_argument("--no-qc", action="store_true",
                    help="skip the QC figure per scan (<out>/qc/<name>.png) and the HTML page (<out>/report.html)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace masks (probabilities, QC figures) that earlier runs wrote to --out; without it "
+                          "such a run is refused before anything is segmented")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave scans whose mask is already in --out as they are and segment the others "
+                          "(resumes an interrupted run)")
 
 
 EPILOG_EXPERIMENT = """examples:
@@ -347,6 +354,8 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--out", required=True, type=Path, help="the export folder")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs pip install 'sdnet[onnx]')")
     p.add_argument("--name", default="", help="the model's name in the card (default: the run folder's name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in --out (without it a folder holding one is refused)")
 
 
 def build_parser() -> argparse.ArgumentParser:

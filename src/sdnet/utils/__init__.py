@@ -1,10 +1,13 @@
-"""Small helpers: seeding, evaluation mode."""
+"""Small helpers: seeding, evaluation mode, devices, stop signals."""
 
 from __future__ import annotations
 
 import random
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,3 +67,43 @@ def resolve_device(name: str) -> torch.device:
 
 
 __all__ = ["at_least_float32", "evaluating", "resolve_device", "seed_everything"]
+
+
+@dataclass
+class StopRequest:
+    """The stop signal received inside :func:`stop_signals` (``signum`` None while none came)."""
+
+    signum: int | None = None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status for a process ended by the signal: 128 + its number (SIGINT 130, SIGTERM 143)."""
+        return 128 + int(self.signum) if self.signum is not None else 0
+
+
+@contextmanager
+def stop_signals() -> Iterator[StopRequest]:
+    """While the block runs, the first SIGINT or SIGTERM only records itself in the yielded :class:`StopRequest`
+    (the work checks it between units and ends cleanly); a second one raises ``KeyboardInterrupt`` at once (whatever
+    is being written is abandoned; atomic writes remove their temporary file). Outside the main thread, where signal
+    handlers cannot be set, nothing changes."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if request.signum is not None:
+            raise KeyboardInterrupt
+        request.signum = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
