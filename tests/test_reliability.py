@@ -348,7 +348,7 @@ def test_sigterm_stops_predict_cleanly_and_a_later_run_removes_stale_temporaries
     dead.wait()
     stale = out / f".tmp-{dead.pid}-scan39_seg.nii.gz"
     stale.write_bytes(b"half a mask")
-    rest = _sdnet(args[3:] + ["--skip-existing"])
+    rest = _sdnet([*args[3:], "--skip-existing"])
     assert rest.returncode == 0, rest.stderr
     assert "removed 1 temporary file(s) that killed runs left" in rest.stdout and stale.name in rest.stdout
     assert not stale.exists() and len(list(out.glob("*_seg.nii.gz"))) == 40

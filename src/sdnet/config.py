@@ -37,6 +37,8 @@ SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 """The values of ``train.schedule``: the authors' per-step updates, or the paper's single objective."""
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+PlusSource = Literal["batch", "prior", "both"]
+PLUS_SOURCES: tuple[str, ...] = typing.get_args(PlusSource)
 """The values of ``train.precision``: float32, or bfloat16 mixed precision (autocast)."""
 
 
@@ -139,6 +141,11 @@ class LossWeights:
         ce: weight of a pixel-wise cross-entropy added to the supervised step (not in the paper; 0 = the paper).
         vol: λ_vol, L1 regression of the LV area (percent of the slice) by the area regressor (paper §5.2, which
             gives no weight); 0 = no volume task. Needs ``model.area_regressor``.
+        mix: λ_mix, SDNet+ (our addition, not in the paper): the segmentation of re-rendered images g(s_i, z_j) —
+            an image's anatomy with another image's (or a prior) modality factor — against the mask of x_i (Dice
+            plus cross-entropy; for unlabelled x_i its own detached segmentation), in a factor step after the
+            authors' steps (:func:`sdnet.training.steps.factor_step`); 0 = off.
+        acons: λ_acons, SDNet+ anatomy consistency: L1 between f_anatomy(g(s_i, z_j)) and the detached s_i; 0 = off.
     """
 
     kl: float = 0.01
@@ -148,9 +155,16 @@ class LossWeights:
     zrec: float = 1.0
     ce: float = 0.0
     vol: float = 0.0
+    mix: float = 0.0
+    acons: float = 0.0
+
+    @property
+    def plus(self) -> bool:
+        """Whether an SDNet+ term is on (``mix`` or ``acons`` > 0)."""
+        return self.mix > 0 or self.acons > 0
 
     def __post_init__(self) -> None:
-        for name in ("kl", "segm", "adv", "rec", "zrec", "ce", "vol"):
+        for name in ("kl", "segm", "adv", "rec", "zrec", "ce", "vol", "mix", "acons"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -387,6 +401,12 @@ class TrainConfig:
             phantom iterations, one seed); check it on your data.
         sync_batchnorm: in a data-parallel run (``torchrun``), normalise with the statistics of the whole global
             batch (:class:`torch.nn.SyncBatchNorm`; CUDA only) instead of each process' shard.
+        plus_z: SDNet+ (``loss.mix`` / ``loss.acons`` > 0): the modality factor each anatomy is re-rendered with:
+            ``batch`` (the codes of the iteration's other batch: labelled anatomies with unlabelled images' z and
+            vice versa), ``prior`` (z ~ N(0, I)) or ``both`` (the first half of the rows batch codes, the rest
+            prior).
+        plus_unlabelled: SDNet+ also re-renders the unlabelled batch (targets: the model's own detached
+            segmentation of those images); False: the labelled batch only.
     """
 
     method: TrainMethod = "sdnet"
@@ -407,8 +427,12 @@ class TrainConfig:
     device: str = "cpu"
     precision: Precision = "fp32"
     sync_batchnorm: bool = False
+    plus_z: PlusSource = "both"
+    plus_unlabelled: bool = True
 
     def __post_init__(self) -> None:
+        if self.plus_z not in PLUS_SOURCES:
+            raise ConfigError(f"train.plus_z must be one of {list(PLUS_SOURCES)}, got {self.plus_z!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
@@ -447,6 +471,10 @@ class RunConfig:
             raise ConfigError("loss.vol > 0 trains the LV-area regressor: set model.area_regressor=true")
         if self.loss.vol > 0 and self.train.method != "sdnet":
             raise ConfigError(f"loss.vol (the LV-volume task on s) needs train.method=sdnet, got {self.train.method}")
+        if self.loss.plus and (self.train.method != "sdnet" or self.train.schedule != "steps"):
+            raise ConfigError("loss.mix / loss.acons (SDNet+) re-render images with SDNet's decoder: they need "
+                              f"train.method=sdnet and train.schedule=steps, got {self.train.method} / "
+                              f"{self.train.schedule}")
 
 
 def _positive(obj: object, section: str, *names: str) -> None:

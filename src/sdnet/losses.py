@@ -24,6 +24,8 @@ LAMBDA_OF_TERM: dict[str, str] = {
     "kl": "λ1", "segm": "λ2", "adv": "λ3", "rec": "λ4", "zrec": "λ5",
     "ce": "λ_ce (not in the paper; default 0)",
     "vol": "λ_vol (§5.2 gives no weight; default 0)",
+    "mix": "λ_mix (SDNet+, our addition; default 0)",
+    "acons": "λ_acons (SDNet+, our addition; default 0)",
 }
 
 
@@ -118,6 +120,18 @@ def area_regression(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return F.l1_loss(predicted, target)
 
 
+def anatomy_consistency(anatomy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SDNet+ anatomy consistency: mean absolute difference between the anatomy factor of a re-rendered image and
+    that of the image whose anatomy was rendered (our addition, not in the paper).
+
+    Args:
+        anatomy: (B, C, H, W) f_anatomy(g(s, z')).
+        target: (B, C, H, W) s, detached.
+    """
+    anatomy, target = at_least_float32(anatomy, target)
+    return (anatomy - target).abs().mean()
+
+
 def lsgan_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     """The discriminator side of L_adv (§3.2, LSGAN): E[(D(m) − 1)²] + E[D(h(s))²].
 
@@ -143,7 +157,8 @@ def weighted_sum(terms: Mapping[str, torch.Tensor], weights: LossWeights) -> tor
     """Σ λ_term · L_term over the given terms: the one place where the paper's λ1..λ5 are applied.
 
     Args:
-        terms: unweighted scalar losses keyed by ``kl``, ``segm``, ``adv``, ``rec``, ``zrec`` (``ce``, ``vol``).
+        terms: unweighted scalar losses keyed by ``kl``, ``segm``, ``adv``, ``rec``, ``zrec`` (``ce``, ``vol``,
+            ``mix``, ``acons``).
         weights: the λ values.
 
     Returns:

@@ -47,6 +47,11 @@ METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "sdnet-argmax": ("model.binarisation=argmax",),
     "sdnet-joint": ("train.schedule=joint",),
     "sdnet-noadv": ("loss.adv=0",),
+    "sdnet-norec": ("loss.rec=0",),
+    "sdnet-nokl": ("loss.kl=0",),
+    "sdnetplus": ("loss.mix=10", "loss.acons=10"),
+    "sdnetplus-mix": ("loss.mix=10",),
+    "sdnetplus-acons": ("loss.acons=10",),
 })
 
 #: Overrides of each protocol, applied before the user's ``--set`` values.

@@ -9,8 +9,10 @@ checkpoints, resume and budget. Only the iteration differs:
 * ``sdnet`` (:func:`sdnet_iteration`): with ``train.schedule=steps`` the authors' schedule — supervised step,
   z-reconstruction, unsupervised step, z-reconstruction, discriminator step (authors-code §1.11); with the LV-volume
   multi-task (``loss.vol`` > 0 and ``data.volume_subjects``) a volume step on a batch with volume labels follows
-  the first z-reconstruction. With ``train.schedule=joint`` (:func:`sdnet_joint_iteration`) the paper's single
-  objective: one generator update on both batches, one z-reconstruction, (volume step,) discriminator step.
+  the first z-reconstruction; with SDNet+ (``loss.mix`` / ``loss.acons`` > 0, our addition) the factor step
+  (:func:`~sdnet.training.steps.factor_step`, pairs chosen by :func:`plus_pairs`) follows the second. With
+  ``train.schedule=joint`` (:func:`sdnet_joint_iteration`) the paper's single objective: one generator update on
+  both batches, one z-reconstruction, (volume step,) discriminator step.
 * ``unet`` (:func:`unet_iteration`): :func:`~sdnet.training.steps.unet_supervised_step` on a labelled batch; the
   unlabelled images are ignored.
 * ``gan`` (:func:`gan_iteration`): the U-Net step, then :func:`~sdnet.training.steps.gan_generator_step` on an
@@ -47,7 +49,9 @@ from sdnet.models import MaskDiscriminator, SDNet, Segmenter, UNetSegmenter
 from sdnet.training.optim import KerasAdam
 from sdnet.training.steps import (
     FakeMaskPool,
+    StepResult,
     discriminator_step,
+    factor_step,
     gan_generator_step,
     joint_generator_step,
     one_hot_foreground,
@@ -109,6 +113,8 @@ class IterationContext(Generic[M]):
         n_classes: classes including background.
         volume_class: the class whose area the LV-volume task regresses (``None`` without one).
         device: where the batches go.
+        plus_z: SDNet+ only: where the re-rendering codes come from (``train.plus_z``).
+        plus_unlabelled: SDNet+ only: re-render the unlabelled batch too (``train.plus_unlabelled``).
     """
 
     model: M
@@ -120,6 +126,8 @@ class IterationContext(Generic[M]):
     n_classes: int
     volume_class: int | None
     device: torch.device
+    plus_z: str = "both"
+    plus_unlabelled: bool = True
 
 
 def _discriminator_update(ctx: IterationContext[Any], step: int, fake_masks: torch.Tensor) -> float:
@@ -140,6 +148,58 @@ def _volume_update(ctx: IterationContext[SDNet], step: int) -> float:
                        ctx.optimisers["volume"], ctx.weights).losses["vol"]
 
 
+def plus_pairs(sup: StepResult, masks: torch.Tensor, uns: StepResult | None, *, source: str, unlabelled: bool,
+               n_z: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What SDNet+ re-renders this iteration: (anatomies s_i, targets, codes z_j), row by row.
+
+    The rows are the labelled batch (targets: its masks) and, with ``unlabelled``, the unlabelled batch (targets:
+    the argmax of the model's own detached segmentation, from the unsupervised step). ``source`` ``batch`` pairs
+    each labelled anatomy with an unlabelled image's z and each unlabelled anatomy with a labelled image's (rolled
+    by one within the batch when there is no unlabelled batch); ``prior`` draws z ~ N(0, I); ``both`` keeps the
+    batch codes for the first half of the rows and draws the rest.
+    """
+    assert sup.anatomy is not None and sup.modality is not None
+    anatomy, targets, own = [sup.anatomy], [masks], [sup.modality]
+    if unlabelled and uns is not None and uns.anatomy is not None and uns.fake_masks is not None:
+        foreground = uns.fake_masks
+        probabilities = torch.cat([1.0 - foreground.sum(dim=1, keepdim=True), foreground], dim=1)
+        anatomy.append(uns.anatomy)
+        targets.append(probabilities.argmax(dim=1))
+        assert uns.modality is not None
+        own.append(uns.modality)
+    s, m = torch.cat(anatomy), torch.cat(targets)
+    n_labelled = own[0].shape[0]
+    if len(own) == 2:  # labelled rows take unlabelled images' codes, unlabelled rows labelled ones'
+        other = torch.cat([_cycle(own[1], n_labelled), _cycle(own[0].roll(1, dims=0), own[1].shape[0])])
+    elif uns is not None and uns.modality is not None:
+        other = _cycle(uns.modality, n_labelled)
+    else:  # no unlabelled batch: another labelled image's code
+        other = own[0].roll(1, dims=0)
+    prior = torch.randn(s.shape[0], n_z, device=s.device, dtype=other.dtype)
+    if source == "prior":
+        codes = prior
+    elif source == "batch":
+        codes = other
+    else:
+        half = s.shape[0] // 2
+        codes = torch.cat([other[:half], prior[half:]])
+    return s, m, codes
+
+
+def _cycle(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` rows of ``rows`` repeated as often as needed."""
+    return rows.repeat(-(-n // rows.shape[0]), 1)[:n]
+
+
+def _factor_update(ctx: IterationContext[SDNet], sup: StepResult, masks: torch.Tensor,
+                   uns: StepResult | None) -> dict[str, float]:
+    s, m, codes = plus_pairs(sup, masks, uns, source=ctx.plus_z, unlabelled=ctx.plus_unlabelled,
+                             n_z=ctx.model.modality_encoder.n_z)
+    losses = factor_step(ctx.model, s, m, codes, ctx.optimisers["factors"], ctx.weights,
+                         n_classes=ctx.n_classes).losses
+    return {f"plus_{k}": v for k, v in losses.items()}
+
+
 def sdnet_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, float]:
     """The authors' SDNet iteration (``train.schedule=steps``, authors-code §1.11); returns the logged loss terms.
 
@@ -158,12 +218,16 @@ def sdnet_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, float]
     if ctx.streams.volume is not None:
         logs["volume_vol"] = _volume_update(ctx, step)
     if ctx.streams.unlabelled is None:
+        if w.plus:
+            logs.update(_factor_update(ctx, sup, m.to(dev), None))
         return logs
     xu, _ = ctx.streams.unlabelled.batch(step)
     uns = unsupervised_step(model, ctx.discriminator, xu.to(dev), ctx.optimisers["unsupervised"], w)
     logs.update({f"unsup_{k}": v for k, v in uns.losses.items()})
     if w.zrec > 0 and uns.anatomy is not None:
         logs["unsup_zrec"] = z_reconstruction_step(model, uns.anatomy, ctx.optimisers["zrec"], w).losses["zrec"]
+    if w.plus:
+        logs.update(_factor_update(ctx, sup, m.to(dev), uns))
     if ctx.discriminator is not None and uns.fake_masks is not None:
         logs["disc"] = _discriminator_update(ctx, step, uns.fake_masks)
     return logs

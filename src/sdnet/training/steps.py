@@ -9,6 +9,10 @@ multi-task only), :func:`unsupervised_step` on an unlabelled batch, :func:`z_rec
 on the anatomy of both, (:func:`volume_step`), then :func:`discriminator_step`. Each step returns its
 unweighted loss terms (floats) for logging; the paper's λ are applied only through :func:`sdnet.losses.weighted_sum`.
 
+SDNet+ (``loss.mix`` / ``loss.acons`` > 0, our addition) adds :func:`factor_step` after the second
+z-reconstruction: each anatomy of the iteration re-rendered with another modality factor, segmented and encoded
+again.
+
 The baselines (:mod:`sdnet.training.methods`) train :class:`~sdnet.models.UNetSegmenter` with
 :func:`unet_supervised_step` (U-Net, self-train) and, for GAN, :func:`gan_generator_step` on an unlabelled batch
 followed by the same :func:`discriminator_step` and :class:`FakeMaskPool` as SDNet.
@@ -35,6 +39,7 @@ from torch import Tensor, nn
 from sdnet.config import LossWeights
 from sdnet.errors import SDNetError
 from sdnet.losses import (
+    anatomy_consistency,
     area_regression,
     cross_entropy,
     dice_loss,
@@ -62,6 +67,7 @@ class StepResult:
     losses: dict[str, float]
     anatomy: Tensor | None = None
     fake_masks: Tensor | None = None
+    modality: Tensor | None = None  # (B, n_z) detached z of the batch (SDNet+ re-renders other images with it)
 
 
 def one_hot_foreground(masks: Tensor, n_classes: int) -> Tensor:
@@ -135,7 +141,7 @@ def supervised_step(
     if weights.vol > 0 and model.area_regressor is not None and volume_class is not None:
         terms["vol"] = area_regression(model.regress_area(out.anatomy), area_percent(masks, volume_class))
     losses = _finish(weighted_sum(terms, weights), terms, optimizer, "supervised step")
-    return StepResult(losses=losses, anatomy=out.anatomy.detach())
+    return StepResult(losses=losses, anatomy=out.anatomy.detach(), modality=out.modality.z.detach().float())
 
 
 def volume_step(model: SDNet, image: Tensor, areas: Tensor, optimizer: KerasAdam, weights: LossWeights) -> StepResult:
@@ -199,7 +205,51 @@ def unsupervised_step(
     else:
         losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
     # float32 fakes for the pool, whatever the forward pass's precision (the pool outlives precision changes).
-    return StepResult(losses=losses, anatomy=out.anatomy.detach(), fake_masks=fake.detach().float())
+    return StepResult(losses=losses, anatomy=out.anatomy.detach(), fake_masks=fake.detach().float(),
+                      modality=out.modality.z.detach().float())
+
+
+@contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Run a forward pass of ``module`` in train mode (batch statistics) without moving its BatchNorm running
+    statistics: its buffers are restored afterwards."""
+    saved = [b.detach().clone() for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(module.buffers(), saved, strict=True):
+                buffer.copy_(value)
+
+
+def factor_step(
+    model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, optimizer: KerasAdam, weights: LossWeights, *,
+    n_classes: int,
+) -> StepResult:
+    """SDNet+ (our addition, not in the paper): use the factors to make new training images.
+
+    x̃ = g(s_i, z_j) re-renders anatomy s_i with another modality factor z_j (no gradient: an augmentation drawn by
+    the model itself). Then λ_mix L_mix segments x̃ against the target of x_i (Dice + cross-entropy) and λ_acons
+    L_acons asks f_anatomy(x̃) to equal s_i. Updates f_anatomy and h only (``optimizer`` holds
+    :func:`factor_parameters`): the decoder and f_modality are not asked to change so that the re-rendering looks
+    easier, and the decoder's BatchNorm statistics are left as they were.
+
+    Args:
+        anatomy: (B, C, H, W) detached anatomy factors s_i.
+        masks: (B, H, W) int64 targets of the images s_i came from (true masks, or detached own segmentations).
+        codes: (B, n_z) modality factors to render with, paired row by row with ``anatomy``.
+    """
+    with torch.no_grad(), _buffers_kept(model.decoder):  # the re-rendering changes no state of g
+        rendered = model.decode(anatomy, codes.to(anatomy.dtype))
+    s_tilde = model.anatomy_encoder(rendered)
+    terms: dict[str, Tensor] = {}
+    if weights.mix > 0:
+        seg = model.segment_anatomy(s_tilde)
+        terms["mix"] = (dice_loss(seg.probabilities[:, 1:], one_hot_foreground(masks, n_classes))
+                        + cross_entropy(seg.logits, masks))
+    if weights.acons > 0:
+        terms["acons"] = anatomy_consistency(s_tilde, anatomy)
+    return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "factor step"))
 
 
 def joint_generator_step(
@@ -343,6 +393,11 @@ def volume_parameters(model: SDNet) -> list[nn.Parameter]:
     """Parameters updated by the volume step: f_anatomy and the area regressor."""
     regressor = [] if model.area_regressor is None else list(model.area_regressor.parameters())
     return list(model.anatomy_encoder.parameters()) + regressor
+
+
+def factor_parameters(model: SDNet) -> list[nn.Parameter]:
+    """Parameters updated by the SDNet+ factor step: f_anatomy and the segmentor h."""
+    return list(model.anatomy_encoder.parameters()) + list(model.segmentor.parameters())
 
 
 def z_regressor_parameters(model: SDNet) -> list[nn.Parameter]:

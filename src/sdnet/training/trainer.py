@@ -78,6 +78,7 @@ from sdnet.training.run_lock import RunLock
 from sdnet.training.steps import (
     FakeMaskPool,
     NonFiniteLossError,
+    factor_parameters,
     generator_parameters,
     volume_parameters,
     z_regressor_parameters,
@@ -189,6 +190,8 @@ class Trainer:
                 self.optimisers["unsupervised"] = adam(generator_parameters(self.model))
             if self.data.volume is not None and config.loss.vol > 0:
                 self.optimisers["volume"] = adam(volume_parameters(self.model))
+            if config.loss.plus:
+                self.optimisers["factors"] = adam(factor_parameters(self.model))
         else:
             self.optimisers = {"supervised": adam(self.model.parameters())}
             if self.discriminator is not None:  # gan: the adversarial generator update has its own Adam state
@@ -452,7 +455,8 @@ class Trainer:
             streams=Streams(labelled=self.labelled_stream, unlabelled=self.unlabelled_stream, real=self.real_stream,
                             volume=self.volume_stream),
             optimisers=self.optimisers, pool=self.pool, weights=self.config.loss, n_classes=self.config.model.n_classes,
-            volume_class=self.data.volume_class, device=self.device)
+            volume_class=self.data.volume_class, device=self.device, plus_z=self.config.train.plus_z,
+            plus_unlabelled=self.config.train.plus_unlabelled)
 
     def train_iteration(self) -> dict[str, float]:
         """One iteration of ``train.method``'s schedule (:data:`sdnet.training.methods.ITERATIONS`); returns the

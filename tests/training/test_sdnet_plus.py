@@ -1,0 +1,88 @@
+"""SDNet+ (issue 24): the factor step re-renders anatomies with other modality factors and trains f_anatomy and h on
+them — and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdnet.config import ConfigError, LossWeights, apply_overrides
+from sdnet.models import build_sdnet
+from sdnet.study.grid import METHODS
+from sdnet.training import Trainer
+from sdnet.training.methods import plus_pairs
+from sdnet.training.optim import KerasAdam
+from sdnet.training.steps import StepResult, factor_parameters, factor_step
+
+from ..helpers import tiny_config
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("weights", [LossWeights(mix=10.0), LossWeights(acons=10.0), LossWeights(mix=1.0, acons=1.0)])
+def test_factor_step_changes_exactly_the_anatomy_encoder_and_segmentor(weights: LossWeights):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = build_sdnet(cfg.model)
+    model.train()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        out = model(x)
+    masks = torch.randint(0, 4, (4, 32, 32))
+    codes = torch.randn(4, cfg.model.n_z)
+    before = {name: _snapshot(getattr(model, name)) for name in
+              ("anatomy_encoder", "segmentor", "decoder", "modality_encoder")}
+    optimizer = KerasAdam(factor_parameters(model), cfg.optim)
+    result = factor_step(model, out.anatomy.detach(), masks, codes, optimizer, weights, n_classes=4)
+    assert set(result.losses) == {k for k in ("mix", "acons") if getattr(weights, k) > 0} | {"total"}
+    after = {name: _snapshot(getattr(model, name)) for name in before}
+    for name in ("decoder", "modality_encoder"):  # parameters and BatchNorm statistics untouched
+        for key, value in before[name].items():
+            assert torch.equal(value, after[name][key]), (name, key)
+    changed = [key for key, value in before["anatomy_encoder"].items()
+               if value.is_floating_point() and not torch.equal(value, after["anatomy_encoder"][key])]
+    assert changed, "the anatomy encoder did not move"
+    if weights.mix > 0:  # the segmentor only receives gradient from the mix term
+        assert any(not torch.equal(v, after["segmentor"][k]) for k, v in before["segmentor"].items()
+                   if v.is_floating_point())
+    else:
+        assert all(torch.equal(v, after["segmentor"][k]) for k, v in before["segmentor"].items()
+                   if "running" not in k and "num_batches" not in k)
+
+
+def test_plus_pairs_render_each_anatomy_with_another_images_code():
+    n_z = 3
+    sup = StepResult(losses={}, anatomy=torch.zeros(4, 2, 8, 8), modality=torch.arange(4.0)[:, None].repeat(1, n_z))
+    uns = StepResult(losses={}, anatomy=torch.ones(4, 2, 8, 8), modality=10 + torch.arange(4.0)[:, None].repeat(1, n_z),
+                     fake_masks=torch.zeros(4, 3, 8, 8))
+    uns.fake_masks[:, 2] = 0.9  # the unlabelled images are segmented as class 3 everywhere
+    masks = torch.ones(4, 8, 8, dtype=torch.long)
+    s, m, codes = plus_pairs(sup, masks, uns, source="batch", unlabelled=True, n_z=n_z)
+    assert s.shape[0] == m.shape[0] == codes.shape[0] == 8
+    assert torch.equal(m[:4], masks) and (m[4:] == 3).all()  # own segmentation as the unlabelled targets
+    assert (codes[:4, 0] >= 10).all() and (codes[4:, 0] < 10).all()  # codes from the other batch
+    assert not torch.equal(codes[4:, 0], torch.arange(4.0))  # not each image's own code
+    s, m, codes = plus_pairs(sup, masks, uns, source="both", unlabelled=False, n_z=n_z)
+    assert s.shape[0] == 4 and (codes[:2, 0] >= 10).all()  # half batch codes, half prior draws
+    s, m, codes = plus_pairs(sup, masks, None, source="batch", unlabelled=True, n_z=n_z)
+    assert torch.equal(codes[:, 0], torch.tensor([3.0, 0.0, 1.0, 2.0]))  # no unlabelled batch: rolled
+
+
+def test_sdnet_plus_trains_in_the_trainer_and_resumes(tiny_phantom: Path, tmp_path: Path):
+    cfg = apply_overrides(tiny_config(tiny_phantom, epochs=1, steps_per_epoch=3, checkpoint_every=2),
+                          [*METHODS["sdnetplus"], "train.plus_z=both"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert "factors" in trainer.optimisers
+    logs = trainer.train_iteration()
+    assert {"plus_mix", "plus_acons", "sup_segm", "unsup_adv", "disc"} <= set(logs)
+    trainer.fit()
+    resumed = Trainer.resume(tmp_path / "run", overrides=["train.epochs=2"])
+    assert resumed.config.loss.mix == 10 and resumed.optimisers["factors"].state_dict()["updates"] > 0
+    # SDNet+ needs SDNet's decoder and the authors' schedule
+    for bad in (["train.method=gan"], ["train.schedule=joint"]):
+        with pytest.raises(ConfigError, match="SDNet"):
+            apply_overrides(cfg, bad)
