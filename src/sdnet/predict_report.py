@@ -25,6 +25,7 @@ import numpy as np
 
 from sdnet.analysis.indices import PhaseVolumes, SubjectSeries, structure_volumes, subject_indices, voxel_volume_ml
 from sdnet.data.anatomy import FrameCheck, rv_lv_check
+from sdnet.data.orientation import radiological_view
 from sdnet.data.scans import Scan
 from sdnet.errors import DataError
 from sdnet.outputs import save_figure, write_text
@@ -93,9 +94,10 @@ def scan_voxel_ml(scan: Scan) -> float | None:
 
 
 def qc_figure(scan: Scan, mask: np.ndarray, labels: dict[int, str], path: Path, *, max_slices: int = 6) -> Path:
-    """Slices of the scan with the mask overlaid, in the canonical orientation: for a cine the frames of largest
-    and smallest LV volume (ED, ES), else the one frame; up to ``max_slices`` slices spread over those with any
-    foreground."""
+    """Slices of the scan with the mask overlaid, shown as a radiologist reads a short-axis view (anterior up, the
+    patient's right on the image's left: :func:`sdnet.data.orientation.radiological_view`): for a cine the frames of
+    largest and smallest LV volume (ED, ES), else the one frame; up to ``max_slices`` slices spread over those with
+    any foreground."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -127,12 +129,12 @@ def qc_figure(scan: Scan, mask: np.ndarray, labels: dict[int, str], path: Path, 
             for value, colour in colours.items():
                 on = canonical_mask[:, :, k] == value
                 rgb[on] = 0.55 * rgb[on] + 0.45 * np.asarray(colour)
-            ax.imshow(rgb, interpolation="nearest")
+            ax.imshow(radiological_view(rgb), interpolation="nearest")
             ax.set_title(f"frame {t}, slice {k}" if mask.ndim == 4 else f"slice {k}", fontsize=7)
             ax.axis("off")
     legend = ", ".join(f"{n} ({'red' if n == 'RV' else 'green' if n == 'MYO' else 'blue' if n == 'LV' else '·'})"
                        for v, n in labels.items() if v)
-    fig.suptitle(f"{scan.name}: {legend}", fontsize=9)
+    fig.suptitle(f"{scan.name}: {legend}; anterior up, patient's right on the left", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path, dpi=100)

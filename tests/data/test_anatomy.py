@@ -227,3 +227,15 @@ def test_a_turned_prediction_is_flagged_in_the_log_the_csv_and_the_report(tmp_pa
     assert rows[1]["name"] == "bad.nii.gz" and "not readable" in rows[1]["warnings"]
     page = write_report([summary], [], tmp_path / "r.html", checkpoint="x").read_text()
     assert "Anatomical check failed" in page and "FAILED" in page
+
+
+def test_qc_figures_show_the_radiological_view():
+    """Anterior up, the patient's right on the image's left: a convention slice's RV (large rows = right, large
+    columns = anterior) appears in the view's upper left."""
+    from sdnet.data.orientation import radiological_view
+
+    labels = _two_discs((40, 40, 1), rv=(0.75, 0.65), lv=(0.4, 0.4))[:, :, 0]
+    view = radiological_view(labels)
+    rv, lv = np.argwhere(view == 1).mean(axis=0), np.argwhere(view == 3).mean(axis=0)
+    assert rv[0] < lv[0] and rv[1] < lv[1]  # above (anterior) and to the left (patient's right)
+    assert radiological_view(np.zeros((40, 40, 3))).shape == (40, 40, 3)

@@ -116,6 +116,13 @@ HALF_TURN = InPlaneMap(flip_rows=True, flip_cols=True)
 ANTI_TRANSPOSE = InPlaneMap(transpose=True, flip_rows=True, flip_cols=True)
 
 
+def radiological_view(slice_image: np.ndarray) -> np.ndarray:
+    """A convention slice ((H, W) or (H, W, channels): rows towards +R, columns towards +A) as a radiologist views
+    it: anterior at the top, the patient's right on the image's left (rows of the view towards posterior, columns
+    towards the patient's left) — the convention's anti-transpose."""
+    return ANTI_TRANSPOSE.apply(slice_image, axes=(0, 1))
+
+
 def model_frame(orientation: str, data_format: str) -> InPlaneMap | None:
     """The in-plane map from convention slices to the slices a model trained in ``orientation`` on
     ``data_format`` saw; None for a ``legacy`` model of a NIfTI format, which saw the files' raw voxel order (read
