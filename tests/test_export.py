@@ -66,7 +66,7 @@ def test_damaged_or_mismatched_exports_are_refused(run: Path, tmp_path: Path):
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="do not match the config"):
         load_model(folder)
-    export_model(run, folder)
+    export_model(run, folder, overwrite=True)
     (folder / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not readable"):
         load_model(folder)

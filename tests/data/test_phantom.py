@@ -21,6 +21,7 @@ from sdnet.data.phantom import (
     render_tissue_maps,
     write_phantom,
 )
+from sdnet.data.phantom.datatypes import phantom_affine
 
 TINY = PhantomConfig(n_subjects=3, image_size=48, n_slices=4, n_phases=3, seed=7)
 SMALL = PhantomConfig(n_subjects=2, image_size=64, n_slices=4, n_phases=3, seed=3)
@@ -227,7 +228,7 @@ def test_write_phantom_round_trip(tmp_path: Path, tiny_subjects: list[PhantomSub
                 data = np.asanyarray(img.dataobj)
                 assert data.shape == (48, 48, 4)
                 assert img.header.get_zooms() == pytest.approx(spacing)
-                np.testing.assert_allclose(np.diag(img.affine), [*spacing, 1.0])
+                np.testing.assert_allclose(img.affine, phantom_affine(spacing))  # rows -A, columns -R, slices -S
                 expected = subject.labels[p] if key == "label" else subject.images[key][p]
                 assert data.dtype == (np.uint8 if key == "label" else np.float32)
                 np.testing.assert_array_equal(np.moveaxis(data, 2, 0), expected)
