@@ -47,6 +47,8 @@ def test_analyse_commands_write_numbers_and_figures(mrct_run: Path, tmp_path: Pa
     assert main(["analyse", "disentanglement", "--checkpoint", str(mrct_run), "--out", str(out)]) == 0
     dis = json.loads((out / "disentanglement.json").read_text())
     assert len(dis["s_invariance"]["same_anatomy_dice"]) == 4  # one Dice per anatomy channel
+    hard = dis["s_invariance_partition"]  # the argmax partition: each pixel in one channel
+    assert len(hard["same_anatomy_dice"]) == 4 and 0 <= hard["same_anatomy_mean"] <= 1
     assert set(dis["r2_z_to_modality_params"]) == {"MR", "CT"} and len(dis["r2_z_to_anatomy"]) == 8
     assert all(v <= 1 for v in dis["r2_s_to_anatomy"].values() if v == v)
 
@@ -90,3 +92,14 @@ def test_report_runs_every_applicable_analysis_into_one_page(mrct_run: Path, tmp
     for title in ("Latent arithmetic", "Modality transfer", "Modality estimation, MR vs CT", "Disentanglement"):
         assert title in html, title
     assert "<table>" in html and 'src="transfer.png"' in html and "BOLD" not in html  # the tiny phantom has no BOLD
+
+
+def test_the_partition_invariance_is_one_for_identical_soft_maps():
+    """The soft Dice of identical softmax maps is Σa²/Σa < 1; the partition's Dice is 1 (a fair scale for soft s)."""
+    import torch
+
+    from sdnet.analysis.runs import _channel_dice, _partition
+
+    soft = torch.softmax(torch.randn(3, 4, 8, 8), dim=1)
+    assert max(_channel_dice(soft, soft)) < 0.9
+    assert _channel_dice(_partition(soft), _partition(soft)) == pytest.approx([1.0] * 4)
