@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,7 +82,7 @@ from sdnet.training.steps import (
     volume_parameters,
     z_regressor_parameters,
 )
-from sdnet.utils import resolve_device, seed_everything
+from sdnet.utils import StopRequest, resolve_device, seed_everything, stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +241,7 @@ class Trainer:
         self.epoch_sums: dict[str, float] = {}
         self.epoch_count = 0
         self._resumed_from: int | None = None
-        self._stop_signal: int | None = None
+        self._stop_request = StopRequest()
 
     def _stream(self, data: SliceSet, name: str) -> BatchStream:
         d, tc = self.config.data, self.config.train
@@ -569,24 +568,12 @@ class Trainer:
     @contextlib.contextmanager
     def _stop_signals(self) -> Iterator[None]:
         """While training: the first SIGINT/SIGTERM only sets a flag the loop checks after each iteration (so the
-        saved state is that of a whole iteration); a second SIGINT raises KeyboardInterrupt at once. Outside the
-        main thread (where signal handlers cannot be set) the default behaviour stays."""
-        if threading.current_thread() is not threading.main_thread():
+        saved state is that of a whole iteration); a second SIGINT raises KeyboardInterrupt at once, a second
+        SIGTERM (a scheduler repeating itself) is ignored until the iteration ends (:func:`sdnet.utils.stop_signals`;
+        outside the main thread the default behaviour stays)."""
+        with stop_signals(escalate=(signal.SIGINT,)) as request:
+            self._stop_request = request  # a signal that ended an earlier fit() of this trainer does not end this one
             yield
-            return
-
-        def handler(signum: int, frame: object) -> None:
-            if self._stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-
-        self._stop_signal = None  # a signal that ended an earlier fit() of this trainer does not end this one
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
     def _fit(self) -> TrainResult:
         tc = self.config.train
@@ -627,9 +614,9 @@ class Trainer:
                         bar.set_postfix(dice_loss=f"{logs.get('sup_segm', float('nan')):.3f}")
                     if self.step % tc.checkpoint_every == 0:
                         self.save("last.pt")
-                    if self._any_process(self._stop_signal is not None):
+                    if self._any_process(self._stop_request.signum is not None):
                         self.save("last.pt")
-                        name = signal.Signals(self._stop_signal or signal.SIGTERM).name
+                        name = signal.Signals(self._stop_request.signum or signal.SIGTERM).name
                         raise RunInterrupted(f"{name} at step {self.step}: {self.run_dir / 'last.pt'} saved; "
                                              f"continue with: sdnet train --resume {self.run_dir}")
                     epoch_done = self.step >= (self.epoch + 1) * self.steps_per_epoch

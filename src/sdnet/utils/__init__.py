@@ -86,11 +86,12 @@ class StopRequest:
 
 
 @contextmanager
-def stop_signals() -> Iterator[StopRequest]:
+def stop_signals(*, escalate: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
     """While the block runs, the first SIGINT or SIGTERM only records itself in the yielded :class:`StopRequest`
-    (the work checks it between units and ends cleanly); a second one raises ``KeyboardInterrupt`` at once (whatever
-    is being written is abandoned; atomic writes remove their temporary file). Outside the main thread, where signal
-    handlers cannot be set, nothing changes."""
+    (the work checks it between units and ends cleanly); a second one of the ``escalate`` signals raises
+    ``KeyboardInterrupt`` at once (whatever is being written is abandoned; atomic writes remove their temporary
+    file), other repeats are ignored. Outside the main thread, where signal handlers cannot be set, nothing
+    changes."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -98,7 +99,9 @@ def stop_signals() -> Iterator[StopRequest]:
 
     def handler(signum: int, frame: object) -> None:
         if request.signum is not None:
-            raise KeyboardInterrupt
+            if signum in escalate:
+                raise KeyboardInterrupt
+            return
         request.signum = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
