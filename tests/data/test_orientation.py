@@ -238,3 +238,20 @@ def test_checkpoints_of_older_frames_predict_as_they_were_trained(
                         reorient=False)
     assert len(np.unique(old_out.data)) >= 2
     np.testing.assert_array_equal(old_out.data, frame.inverse().apply(direct.data, axes=(0, 1)))
+
+
+def test_the_pipeline_reads_each_frame_as_its_checkpoints_saw_it(tmp_path: Path):
+    """evaluate reads the data through the pipeline in the checkpoint's frame: SSL4MIS as stored for ``legacy``,
+    transposed only for issue 15's ``canonical``, the ACDC file's convention for ``ras``."""
+    from sdnet.config import DataConfig
+    from sdnet.data.pipeline import read_volumes
+
+    rng = np.random.default_rng(3)
+    volume = rng.random((10, 7, 3)).astype(np.float32)  # (i, j, slice) of the ACDC NIfTI file
+    root = _ssl4mis_release(tmp_path / "rel", volume, rng.integers(0, 4, volume.shape))
+    stored = np.transpose(volume, (2, 1, 0))  # (S, j, i) as the release holds it
+    for orientation, expected in (("legacy", stored), ("canonical", np.swapaxes(stored, 1, 2)),
+                                  ("ras", np.moveaxis(volume[::-1, ::-1], 2, 0))):
+        config = DataConfig(root=str(root), format="ssl4mis", orientation=orientation)  # type: ignore[arg-type]
+        (vol,) = read_volumes(config)[1]
+        np.testing.assert_array_equal(vol.image, expected, err_msg=orientation)

@@ -105,7 +105,9 @@ def read_volumes(config: DataConfig) -> tuple[DatasetInfo, list[Volume]]:
         multimodal = " or ".join(name for name, entry in READERS.items() if entry.multimodal)
         raise DataError(f"data.modality={config.modality!r}: several modalities need a multi-modality dataset "
                         f"(format {multimodal}), not format {config.format!r}")
-    info, volumes = reader.read(config, config.orientation != LEGACY)
+    if config.orientation == LEGACY:  # the readers' raw layouts (SSL4MIS arrays as stored) are what it saw
+        return reader.read(config, False)
+    info, volumes = reader.read(config, True)
     frame = model_frame(config.orientation, config.format)
     if frame is None or frame.is_identity:
         return info, volumes
