@@ -37,7 +37,7 @@ SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 """The values of ``train.schedule``: the authors' per-step updates, or the paper's single objective."""
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
-PlusSource = Literal["batch", "prior", "both"]
+PlusSource = Literal["batch", "prior", "both", "own"]
 PLUS_SOURCES: tuple[str, ...] = typing.get_args(PlusSource)
 """The values of ``train.precision``: float32, or bfloat16 mixed precision (autocast)."""
 
@@ -403,8 +403,9 @@ class TrainConfig:
             batch (:class:`torch.nn.SyncBatchNorm`; CUDA only) instead of each process' shard.
         plus_z: SDNet+ (``loss.mix`` / ``loss.acons`` > 0): the modality factor each anatomy is re-rendered with:
             ``batch`` (the codes of the iteration's other batch: labelled anatomies with unlabelled images' z and
-            vice versa), ``prior`` (z ~ N(0, I)) or ``both`` (the first half of the rows batch codes, the rest
-            prior).
+            vice versa), ``prior`` (z ~ N(0, I)), ``both`` (the first half of the rows batch codes, the rest
+            prior) or ``own`` (each image's own z: x̃ is its reconstruction — the control that keeps SDNet+'s extra
+            segmentation update on decoded images but changes no modality).
         plus_unlabelled: SDNet+ also re-renders the unlabelled batch (targets: the model's own detached
             segmentation of those images); False: the labelled batch only.
     """

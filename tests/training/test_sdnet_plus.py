@@ -70,6 +70,8 @@ def test_plus_pairs_render_each_anatomy_with_another_images_code():
     assert s.shape[0] == 4 and (codes[:2, 0] >= 10).all()  # half batch codes, half prior draws
     s, m, codes = plus_pairs(sup, masks, None, source="batch", unlabelled=True, n_z=n_z)
     assert torch.equal(codes[:, 0], torch.tensor([3.0, 0.0, 1.0, 2.0]))  # no unlabelled batch: rolled
+    s, m, codes = plus_pairs(sup, masks, uns, source="own", unlabelled=True, n_z=n_z)
+    assert torch.equal(codes, torch.cat([sup.modality, uns.modality]))  # the control: each image's own code
 
 
 def test_sdnet_plus_trains_in_the_trainer_and_resumes(tiny_phantom: Path, tmp_path: Path):

@@ -52,6 +52,7 @@ METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "sdnetplus": ("loss.mix=10", "loss.acons=10"),
     "sdnetplus-mix": ("loss.mix=10",),
     "sdnetplus-acons": ("loss.acons=10",),
+    "sdnetplus-own": ("loss.mix=10", "train.plus_z=own"),  # control: re-rendered with each image's own z
 })
 
 #: Overrides of each protocol, applied before the user's ``--set`` values.

@@ -156,7 +156,8 @@ def plus_pairs(sup: StepResult, masks: torch.Tensor, uns: StepResult | None, *, 
     the argmax of the model's own detached segmentation, from the unsupervised step). ``source`` ``batch`` pairs
     each labelled anatomy with an unlabelled image's z and each unlabelled anatomy with a labelled image's (rolled
     by one within the batch when there is no unlabelled batch); ``prior`` draws z ~ N(0, I); ``both`` keeps the
-    batch codes for the first half of the rows and draws the rest.
+    batch codes for the first half of the rows and draws the rest; ``own`` gives each row its own image's code (a
+    reconstruction: the control without a change of modality).
     """
     assert sup.anatomy is not None and sup.modality is not None
     anatomy, targets, own = [sup.anatomy], [masks], [sup.modality]
@@ -176,7 +177,9 @@ def plus_pairs(sup: StepResult, masks: torch.Tensor, uns: StepResult | None, *, 
     else:  # no unlabelled batch: another labelled image's code
         other = own[0].roll(1, dims=0)
     prior = torch.randn(s.shape[0], n_z, device=s.device, dtype=other.dtype)
-    if source == "prior":
+    if source == "own":
+        codes = torch.cat(own)
+    elif source == "prior":
         codes = prior
     elif source == "batch":
         codes = other
