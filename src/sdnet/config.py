@@ -234,6 +234,9 @@ class DataConfig:
         augment_rotation: maximum rotation in degrees of the training augmentation (0 = off).
         augment_flip: also apply one of the 8 square symmetries (rot90 by k and an optional flip), drawn uniformly
             per image — the flip/rot90 augmentation of the SSL4MIS training code. Not in the paper; off by default.
+        augment_intensity: strength of a random gamma and contrast change per training image
+            (:func:`sdnet.data.transforms.intensity`; 0.5: γ in [0.61, 1.65], contrast ×[0.78, 1.28]). Not in the
+            paper; off by default. The hand-made counterpart of SDNet+'s re-rendering with other modality factors.
         discriminator_masks: which masks D_M sees as "real": ``training`` (default: the masks of every training
             subject, unpaired with the images — the paper's §5.1 "from the set of image-mask pairs from the same
             dataset" and the authors' executor, which loads the whole training split's masks whatever the labelled
@@ -277,6 +280,7 @@ class DataConfig:
     unlabelled_frames: int = 4
     augment_rotation: float = 0.0
     augment_flip: bool = False
+    augment_intensity: float = 0.0
     discriminator_masks: Literal["labelled", "training"] = "training"
     volume_subjects: int = 0
     volume_class: str = "LV"
@@ -319,6 +323,8 @@ class DataConfig:
             raise ConfigError(f"data.orientation must be ras, canonical or legacy, got {self.orientation!r}")
         if not 0 <= self.augment_rotation <= 180:
             raise ConfigError(f"data.augment_rotation must lie in [0, 180], got {self.augment_rotation}")
+        if not 0 <= self.augment_intensity <= 2:
+            raise ConfigError(f"data.augment_intensity must lie in [0, 2], got {self.augment_intensity}")
 
     @property
     def modalities(self) -> tuple[str, ...]:

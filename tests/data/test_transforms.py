@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from sdnet.data.sampling import BatchStream, SliceSet
-from sdnet.data.transforms import dihedral
+from sdnet.data.transforms import dihedral, intensity
 
 
 def _asymmetric(batch: int, size: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,3 +48,22 @@ def test_stream_flips_are_seeded_per_step() -> None:
     flipped = [not torch.equal(a.batch(s)[0], plain.batch(s)[0]) for s in range(6)]
     assert any(flipped)  # with 8 symmetries some of 18 images must change
     assert torch.equal(ma, (xa[:, 0] % 4).to(torch.int64))
+
+
+def test_intensity_changes_gamma_and_contrast_within_range_and_keeps_the_masks() -> None:
+    ramp = torch.linspace(-1, 1, 64).reshape(1, 1, 8, 8).expand(4, -1, -1, -1).clone()
+    assert torch.equal(intensity(ramp, 0.0, torch.zeros(4, 2)), ramp)  # strength 0: unchanged
+    assert torch.allclose(intensity(ramp, 0.5, torch.zeros(4, 2)), ramp, atol=1e-6)  # γ = c = 1: unchanged
+    out = intensity(ramp, 0.5, torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
+    assert out.min() >= -1 and out.max() <= 1
+    unit = (ramp[0] + 1) / 2
+    assert torch.allclose(out[0], 2 * unit.pow(math.exp(0.5)) - 1, atol=1e-5)  # γ > 1 darkens the mid-tones
+    assert (out[1] >= ramp[1] - 1e-6).all() and (out[1] > ramp[1]).any()  # γ < 1 brightens them
+    assert out[2].std() > ramp[2].std() > out[3].std()  # contrast up, contrast down
+    images, masks = _asymmetric(6)
+    data = SliceSet(images=images / images.max() * 2 - 1, masks=masks, subject_ids=("a",) * 6)
+    a = BatchStream(data, batch_size=3, seed=5, name="labelled", intensity_strength=0.5)
+    plain = BatchStream(data, batch_size=3, seed=5, name="labelled")
+    (xa, ma), (xp, mp) = a.batch(2), plain.batch(2)
+    assert torch.equal(xa, a.batch(2)[0])  # seeded per step: a resumed run sees the same batch
+    assert not torch.equal(xa, xp) and ma is not None and mp is not None and torch.equal(ma, mp)

@@ -88,3 +88,15 @@ def test_sdnet_plus_trains_in_the_trainer_and_resumes(tiny_phantom: Path, tmp_pa
     for bad in (["train.method=gan"], ["train.schedule=joint"]):
         with pytest.raises(ConfigError, match="SDNet"):
             apply_overrides(cfg, bad)
+
+
+def test_the_hand_made_appearance_baseline_reaches_the_training_streams(tiny_phantom: Path, tmp_path: Path):
+    cfg = apply_overrides(tiny_config(tiny_phantom, epochs=1, steps_per_epoch=2), list(METHODS["gan-intensity"]))
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert cfg.train.method == "gan" and trainer.labelled_stream.intensity_strength == 0.5
+    plain = Trainer(apply_overrides(cfg, ["data.augment_intensity=0"]), tmp_path / "plain")
+    x, m = trainer.labelled_stream.batch(0)
+    x0, m0 = plain.labelled_stream.batch(0)
+    assert not torch.equal(x, x0) and m is not None and m0 is not None and torch.equal(m, m0)
+    with pytest.raises(ConfigError, match="augment_intensity"):
+        apply_overrides(cfg, ["data.augment_intensity=3"])

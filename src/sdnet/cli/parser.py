@@ -205,7 +205,8 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--methods", required=True, type=_comma_list(str, "--methods"),
-                   help="comma-separated: unet, gan, selftrain, sdnet, the ablations sdnet-nozrec, sdnet-norec, "
+                   help="comma-separated: unet, gan, gan-intensity (GAN + random gamma/contrast), selftrain, sdnet, "
+                   "the ablations sdnet-nozrec, sdnet-norec, "
                    "sdnet-nokl, sdnet-nobin, sdnet-round, sdnet-argmax, sdnet-joint, sdnet-noadv and SDNet+ "
                    "(re-rendered images: loss.mix, loss.acons) sdnetplus, sdnetplus-mix, sdnetplus-acons and "
                    "its control sdnetplus-own (re-rendered with each image's own z)")

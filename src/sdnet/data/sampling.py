@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sdnet.data.transforms import dihedral, rotate
+from sdnet.data.transforms import dihedral, intensity, rotate
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,14 @@ class BatchStream:
         name: stream name (``labelled``, ``unlabelled``, ``real_masks``) so streams are independent.
         max_rotation: maximum absolute rotation in degrees (0 disables augmentation).
         flip: also apply a random square symmetry (rot90 by k, optional flip) per image.
+        intensity_strength: random gamma and contrast per image (:func:`~sdnet.data.transforms.intensity`; 0 = off).
         shard: ``(rank, world_size)`` of a data-parallel run: :meth:`batch` returns this process' contiguous
             ``batch_size / world_size`` images of the global batch (the same images, rotations and flips as the
             global batch of one process); ``(0, 1)`` = the whole batch.
     """
 
     def __init__(self, data: SliceSet, *, batch_size: int, seed: int, name: str, max_rotation: float = 0.0,
-                 flip: bool = False, shard: tuple[int, int] = (0, 1)) -> None:
+                 flip: bool = False, intensity_strength: float = 0.0, shard: tuple[int, int] = (0, 1)) -> None:
         if len(data) == 0:
             raise ValueError(f"stream {name!r} has no images")
         rank, world = shard
@@ -70,6 +71,7 @@ class BatchStream:
         self.name = name
         self.max_rotation = max_rotation
         self.flip = flip
+        self.intensity_strength = intensity_strength
         self._cache: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -112,4 +114,8 @@ class BatchStream:
         if self.flip:
             gen = torch.Generator().manual_seed(_stream_seed(self.seed, self.name + "/flip", step))
             images, masks = dihedral(images, masks, self._mine(torch.randint(0, 8, (len(full),), generator=gen)))
+        if self.intensity_strength > 0:
+            gen = torch.Generator().manual_seed(_stream_seed(self.seed, self.name + "/intensity", step))
+            draws = torch.rand(len(full), 2, generator=gen) * 2 - 1
+            images = intensity(images, self.intensity_strength, self._mine(draws))
         return images, masks

@@ -1,4 +1,4 @@
-"""Pure, seeded image transforms: intensity normalisation, centre crop/pad, rotation and flip augmentation.
+"""Pure, seeded image transforms: intensity normalisation, centre crop/pad, rotation, flip and intensity augmentation.
 
 Preprocessing follows the authors (authors-code §1.12): clip each volume to its 5th–95th percentile, scale to [−1, 1],
 centre crop/pad to the model size.
@@ -117,3 +117,29 @@ def dihedral(
             msk = torch.rot90(masks[i], k, dims=(-2, -1))
             out_masks[i] = msk.flip(-1) if flip else msk
     return out_images, out_masks
+
+
+def intensity(images: torch.Tensor, strength: float, uniform: torch.Tensor) -> torch.Tensor:
+    """Random gamma and contrast of each image: a hand-made change of appearance (the baseline against which
+    SDNet+'s re-rendering with other modality factors is measured). Masks are unchanged.
+
+    With u1, u2 ~ U(−1, 1) per image (``uniform``): intensities mapped from [−1, 1] to [0, 1] are raised to
+    γ = exp(strength · u1) (``strength`` 0.5: γ in [0.61, 1.65], nnU-Net's range is 0.7–1.5), mapped back, then
+    scaled about the image's mean by c = exp(strength / 2 · u2) and clipped to [−1, 1].
+
+    Args:
+        images: (B, 1, H, W) float in [−1, 1].
+        strength: 0 returns the images unchanged.
+        uniform: (B, 2) draws in [−1, 1).
+
+    Returns:
+        (B, 1, H, W) float in [−1, 1].
+    """
+    if strength <= 0:
+        return images
+    u = uniform.to(images.dtype).view(-1, 2, 1, 1)
+    gamma, contrast = torch.exp(strength * u[:, :1]), torch.exp(0.5 * strength * u[:, 1:])
+    unit = ((images + 1) / 2).clamp(0, 1)
+    out = 2 * unit.pow(gamma) - 1
+    mean = out.mean(dim=(-2, -1), keepdim=True)
+    return (mean + contrast * (out - mean)).clamp(-1, 1)

@@ -39,6 +39,7 @@ RunState = Literal["done", "trained", "partial", "new"]
 METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "unet": ("train.method=unet",),
     "gan": ("train.method=gan",),
+    "gan-intensity": ("train.method=gan", "data.augment_intensity=0.5"),  # hand-made appearance changes
     "selftrain": ("train.method=selftrain",),
     "sdnet": (),
     "sdnet-nozrec": ("loss.zrec=0",),

@@ -247,7 +247,7 @@ class Trainer:
         d, tc = self.config.data, self.config.train
         shard = (self.group.rank, self.group.world_size) if self.group is not None else (0, 1)
         return BatchStream(data, batch_size=tc.batch_size, seed=tc.seed, name=name, max_rotation=d.augment_rotation,
-                           flip=d.augment_flip, shard=shard)
+                           flip=d.augment_flip, intensity_strength=d.augment_intensity, shard=shard)
 
     def _initialise_from(self, checkpoint: str | Path) -> None:
         """Copy the network weights of ``checkpoint`` into the model (fine-tuning); only an area regressor may be
