@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from sdnet.checkpoint import load_checkpoint, load_model, save_checkpoint
-from sdnet.config import apply_overrides
+from sdnet.config import DataConfig, apply_overrides
 from sdnet.data.nifti import load_nifti
 from sdnet.data.orientation import (
     ANTI_TRANSPOSE,
@@ -28,6 +28,7 @@ from sdnet.data.orientation import (
     model_frame,
     to_canonical,
 )
+from sdnet.data.pipeline import read_volumes
 from sdnet.data.readers import read_ssl4mis
 from sdnet.inference import predict_nifti
 from sdnet.training import Trainer
@@ -243,9 +244,6 @@ def test_checkpoints_of_older_frames_predict_as_they_were_trained(
 def test_the_pipeline_reads_each_frame_as_its_checkpoints_saw_it(tmp_path: Path):
     """evaluate reads the data through the pipeline in the checkpoint's frame: SSL4MIS as stored for ``legacy``,
     transposed only for issue 15's ``canonical``, the ACDC file's convention for ``ras``."""
-    from sdnet.config import DataConfig
-    from sdnet.data.pipeline import read_volumes
-
     rng = np.random.default_rng(3)
     volume = rng.random((10, 7, 3)).astype(np.float32)  # (i, j, slice) of the ACDC NIfTI file
     root = _ssl4mis_release(tmp_path / "rel", volume, rng.integers(0, 4, volume.shape))
