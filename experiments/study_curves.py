@@ -3,9 +3,12 @@
     python experiments/study_curves.py STUDY_DIR --out docs/results/acdc_fewlabel_study
 
 Writes ``<out>_curves.png`` (validation 3D Dice and its RV part against iterations, one panel per label amount, one
-colour per method, one line per seed) and copies ``result.json``, ``config.yaml`` and the epoch records of
-``log.jsonl`` of every run with a study result to ``<out>_runs/<method>/<label>/<run>/``, so the numbers of the
-table stay in the repository when the study folder (checkpoints) does not.
+colour per method, one faint line per seed and its trailing mean over 5 validations), ``<out>_flatness.md`` (has the
+curve flattened: the mean validation Dice of the last third of the iterations against the third before it) and
+copies ``result.json``, ``config.yaml`` and the epoch records of ``log.jsonl`` of every run with a study result to
+``<out>_runs/<method>/<label>/<run>/``, and the study's ``study.json`` to ``<out>_runs/``, so the numbers of the
+table stay in the repository when the study folder (checkpoints) does not: ``sdnet experiment table <out>_runs``
+remakes the table from the committed files.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
 
 def runs(study: Path) -> list[tuple[str, str, Path, list[dict[str, Any]]]]:
+    """(method, label, run folder, epoch records) of every finished run: from a study folder (``log.jsonl``) or
+    from a committed copy made by this script (``epochs.jsonl``)."""
     out = []
     for result in sorted(study.glob("*/*/*/result.json")):
         run = result.parent
@@ -27,16 +33,47 @@ def runs(study: Path) -> list[tuple[str, str, Path, list[dict[str, Any]]]]:
         except json.JSONDecodeError:
             continue
         if data.get("schema", "").startswith("sdnet.study.run"):
-            epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
-                      if '"event": "epoch"' in line]
+            log = run / "log.jsonl" if (run / "log.jsonl").exists() else run / "epochs.jsonl"
+            epochs = [json.loads(line) for line in log.read_text().splitlines() if '"event": "epoch"' in line]
             out.append((run.parent.parent.name, run.parent.name, run, epochs))
     return out
+
+
+def smoothed(values: list[float], width: int) -> list[float]:
+    """Trailing mean over the last ``width`` validations (fewer at the start)."""
+    return [sum(values[max(0, i - width + 1):i + 1]) / (i + 1 - max(0, i - width + 1)) for i in range(len(values))]
+
+
+def flatness(found: list[tuple[str, str, Path, list[dict[str, Any]]]]) -> str:
+    """Per method and label: the mean validation Dice over the last third of the iterations against the third
+    before it (averaged over the seeds), and where the best validation fell: a Markdown table."""
+    lines = ["| method | labelled | runs | iterations | val Dice, middle third | last third | change | best-val "
+             "iteration (per run) |", "|---|---|---|---|---|---|---|---|"]
+    cells = sorted({(m, lab) for m, lab, _, _ in found})
+    for method, label in cells:
+        curves = [e for m, lab, _, e in found if (m, lab) == (method, label) and e]
+        middle, last, best = [], [], []
+        for epochs in curves:
+            steps = epochs[-1]["step"]
+            third = steps / 3
+            middle.append(statistics.mean(e["val_dice"] for e in epochs
+                                          if steps - 2 * third < e["step"] <= steps - third))
+            last.append(statistics.mean(e["val_dice"] for e in epochs if e["step"] > steps - third))
+            best.append(max(epochs, key=lambda e: e["val_dice"])["step"])
+        if not curves:
+            continue
+        m, lst = statistics.mean(middle), statistics.mean(last)
+        lines.append(f"| {method} | {label[1:]} | {len(curves)} | {curves[0][-1]['step']} | {m:.3f} | {lst:.3f} | "
+                     f"{lst - m:+.3f} | {', '.join(str(b) for b in best)} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("study", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--no-copy", action="store_true", help="only the figure and the flatness table (for a "
+                        "committed copy made earlier)")
     args = parser.parse_args()
     found = runs(args.study)
     labels = sorted({label for _, label, _, _ in found}, key=lambda s: int(s[1:]) if s[1:].isdigit() else 0)
@@ -54,13 +91,16 @@ def main() -> None:
                 for m, lab, _, epochs in found:
                     if m != method or lab != label:
                         continue
-                    ax.plot([e["step"] for e in epochs], [e.get(key, math.nan) for e in epochs],
-                            color=f"C{m_index}", lw=1.0, alpha=0.8, label=method if first else None)
+                    steps = [e["step"] for e in epochs]
+                    values = [e.get(key, math.nan) for e in epochs]
+                    ax.plot(steps, values, color=f"C{m_index}", lw=0.6, alpha=0.25)
+                    ax.plot(steps, smoothed(values, 5), color=f"C{m_index}", lw=1.4, alpha=0.9,
+                            label=method if first else None)
                     first = False
             ax.set_ylim(0, 1)
             ax.grid(True, alpha=0.3)
             ax.set_xlabel("iteration")
-            ax.set_ylabel("validation 3D Dice" + (" (RV)" if row else " (mean)"))
+            ax.set_ylabel("validation 3D Dice" + (" (RV)" if row else " (mean)") + ", mean of last 5")
             ax.set_title(f"{label[1:]} labelled patient(s)", fontsize=10)
             if row == 0 and col == 0:
                 ax.legend(fontsize=8)
@@ -68,6 +108,14 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure = args.out.with_name(args.out.name + "_curves.png")
     fig.savefig(figure, dpi=110)
+    table = args.out.with_name(args.out.name + "_flatness.md")
+    table.write_text("Validation curves: mean validation 3D Dice over the last third of each run's iterations "
+                     f"against the third before it, averaged over seeds (`python experiments/study_curves.py "
+                     f"{args.study} ...`).\n\n" + flatness(found))
+    print(table.read_text())
+    if args.no_copy:
+        print(f"{len(found)} finished runs; wrote {figure} and {table}")
+        return
     dest_root = args.out.with_name(args.out.name + "_runs")
     for method, label, run, epochs in found:
         dest = dest_root / method / label / run.name
@@ -75,6 +123,9 @@ def main() -> None:
         shutil.copy(run / "result.json", dest / "result.json")
         shutil.copy(run / "config.yaml", dest / "config.yaml")
         (dest / "epochs.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    if (args.study / "study.json").exists():
+        dest_root.mkdir(parents=True, exist_ok=True)
+        shutil.copy(args.study / "study.json", dest_root / "study.json")
     print(f"{len(found)} finished runs; wrote {figure} and {dest_root}/")
 
 
