@@ -1,0 +1,80 @@
+"""One table over cells of several study folders (e.g. two iteration budgets), each against a reference cell.
+
+    python experiments/cross_table.py --out docs/results/acdc_factorisation_table.md \
+        --reference "GAN, 6000 it.=docs/results/acdc_factorisation_long_runs/gan" \
+        "SDNet, 6000 it.=docs/results/acdc_factorisation_long_runs/sdnet" \
+        "SDNet+ mix, 2000 it.=docs/results/acdc_factorisation_short_runs/sdnetplus-mix"
+
+Each row is ``NAME=PATH`` with PATH a method folder of a study (``<study>/<method>``, holding ``l<N>/fold*/``
+run folders with a study ``result.json``), or of its committed copy made by ``experiments/study_curves.py``. For
+every label amount the row gives the number of finished runs (seeds), the mean test 3D Dice per class and its class
+average, the per-slice average (the authors' definition), and the difference of the class average against the
+reference row's on the same (seed, subject, phase) volumes, with the p-values of ``experiments/paired_tests.py``:
+pooled over every (seed, volume) pair, and over the seed-averaged volumes; then the difference in each seed.
+Markdown to ``--out`` (and stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from paired_tests import cell_runs, compare, per_volume
+
+from sdnet.study.results import RunResult, finite_mean
+
+
+def cell_line(name: str, runs: list[RunResult], reference: list[RunResult] | None) -> str:
+    classes = runs[0].class_names
+    per_class = [finite_mean([v.dice_3d[c] for r in runs for v in r.volumes]) for c in range(len(classes))]
+    avg3d = finite_mean([v.mean_dice("3d") for r in runs for v in r.volumes])
+    avgsl = finite_mean([v.mean_dice("slice") for r in runs for v in r.volumes])
+    text = (f"| {name} | {len(runs)} | {' / '.join(f'{d:.3f}' for d in per_class)} | {avg3d:.3f} | "
+            f"{avgsl:.3f} |")
+    if reference is None:
+        return text + " | | |"
+    parts = []
+    for metric in ("3d", "slice"):
+        c = compare(per_volume(runs, metric), per_volume(reference, metric))
+        parts.append(f"{c.difference:+.3f} (p = {c.p_pooled:.2g}; {c.p_volumes:.2g})")
+    c3 = compare(per_volume(runs, "3d"), per_volume(reference, "3d"))
+    seeds = ", ".join(f"{d:+.3f}" for d in c3.per_seed.values())
+    return text + f" {parts[0]} | {parts[1]} | {seeds} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("rows", nargs="*", metavar="NAME=PATH")
+    parser.add_argument("--reference", required=True, metavar="NAME=PATH")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    specs = [args.reference, *args.rows]
+    if any("=" not in s for s in specs):
+        raise SystemExit("cross_table: every row is NAME=PATH")
+    named = [(s.split("=", 1)[0], Path(s.split("=", 1)[1])) for s in specs]
+    labels = sorted({p.name for _, folder in named for p in folder.glob("l*") if p.is_dir()},
+                    key=lambda k: int(k[1:]) if k[1:].isdigit() else 0)
+    ref_name = named[0][0]
+    lines = []
+    for label in labels:
+        ref_dir = named[0][1] / label
+        reference = cell_runs(ref_dir) if ref_dir.is_dir() else None
+        lines += [f"### {label[1:]} labelled patient{'s' if label != 'l1' else ''}", "",
+                  f"| method | seeds | 3D Dice RV / MYO / LV | 3D mean | per-slice mean | 3D − {ref_name} (p pooled; "
+                  f"p seed-averaged) | per-slice − {ref_name} | 3D − {ref_name} per seed |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for k, (name, folder) in enumerate(named):
+            if not (folder / label).is_dir() or not list((folder / label).glob("fold*/result.json")):
+                lines.append(f"| {name} | 0 | (not run yet) | | | | | |")
+                continue
+            lines.append(cell_line(name, cell_runs(folder / label), None if k == 0 or reference is None
+                                   else reference))
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
