@@ -6,7 +6,8 @@
         "SDNet+ mix, 2000 it.=docs/results/acdc_factorisation_short_runs/sdnetplus-mix"
 
 Each row is ``NAME=PATH`` with PATH a method folder of a study (``<study>/<method>``, holding ``l<N>/fold*/``
-run folders with a study ``result.json``), or of its committed copy made by ``experiments/study_curves.py``. For
+run folders with a study ``result.json``), or of its committed copy made by ``experiments/study_curves.py``;
+``PATH@N`` takes the runs' snapshots at iteration N (``result_s<N>.json``, ``train.snapshot_steps``). For
 every label amount the row gives the number of finished runs (seeds), the mean test 3D Dice per class and its class
 average, the per-slice average (the authors' definition), and the difference of the class average against the
 reference row's on the same (seed, subject, phase) volumes, with the p-values of ``experiments/paired_tests.py``:
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from paired_tests import cell_runs, compare, per_volume
 
-from sdnet.study.results import RunResult, finite_mean
+from sdnet.study.results import RunResult, finite_mean, result_name
 
 
 def cell_line(name: str, runs: list[RunResult], reference: list[RunResult] | None) -> str:
@@ -42,6 +43,11 @@ def cell_line(name: str, runs: list[RunResult], reference: list[RunResult] | Non
     return text + f" {parts[0]} | {parts[1]} | {seeds} |"
 
 
+def _finished(cell: Path, at: str) -> bool:
+    """Whether the cell has a finished run (of the snapshot ``at``, ``@N``, when given)."""
+    return bool(list(cell.glob(f"fold*/{result_name(int(at[1:]) if at else None)}")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("rows", nargs="*", metavar="NAME=PATH")
@@ -51,24 +57,28 @@ def main() -> None:
     specs = [args.reference, *args.rows]
     if any("=" not in s for s in specs):
         raise SystemExit("cross_table: every row is NAME=PATH")
-    named = [(s.split("=", 1)[0], Path(s.split("=", 1)[1])) for s in specs]
-    labels = sorted({p.name for _, folder in named for p in folder.glob("l*") if p.is_dir()},
+    named = []
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        folder, _, step = path.partition("@")
+        named.append((name, Path(folder), f"@{step}" if step else ""))
+    labels = sorted({p.name for _, folder, _ in named for p in folder.glob("l*") if p.is_dir()},
                     key=lambda k: int(k[1:]) if k[1:].isdigit() else 0)
     ref_name = named[0][0]
     lines = []
     for label in labels:
-        ref_dir = named[0][1] / label
-        reference = cell_runs(ref_dir) if ref_dir.is_dir() else None
+        ref_dir, ref_at = named[0][1] / label, named[0][2]
+        reference = cell_runs(Path(f"{ref_dir}{ref_at}")) if _finished(ref_dir, ref_at) else None
         lines += [f"### {label[1:]} labelled patient{'s' if label != 'l1' else ''}", "",
                   f"| method | seeds | 3D Dice RV / MYO / LV | 3D mean | per-slice mean | 3D − {ref_name} (p pooled; "
                   f"p seed-averaged) | per-slice − {ref_name} | 3D − {ref_name} per seed |",
                   "|---|---|---|---|---|---|---|---|"]
-        for k, (name, folder) in enumerate(named):
-            if not (folder / label).is_dir() or not list((folder / label).glob("fold*/result.json")):
+        for k, (name, folder, at) in enumerate(named):
+            if not _finished(folder / label, at):
                 lines.append(f"| {name} | 0 | (not run yet) | | | | | |")
                 continue
-            lines.append(cell_line(name, cell_runs(folder / label), None if k == 0 or reference is None
-                                   else reference))
+            lines.append(cell_line(name, cell_runs(Path(f"{folder / label}{at}")),
+                                   None if k == 0 or reference is None else reference))
         lines.append("")
     text = "\n".join(lines)
     print(text)

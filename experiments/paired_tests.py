@@ -6,7 +6,9 @@
 Each side of a pair ``A:B`` is a cell ``<method>/<label>`` of the study (every run folder ``fold*`` under it with a
 study ``result.json``: one per seed) or one run folder ``.../fold<k>[-seed<s>]``; a side is taken relative to the
 optional STUDY folder (the current one when left out) and an absolute path stands for itself, so cells of two studies
-(two budgets) can be compared. Volumes are paired by (seed, subject, phase) on the seeds both sides have.
+(two budgets) can be compared; ``<cell>@N`` takes the runs' snapshots at iteration N (``result_s<N>.json`` of
+``train.snapshot_steps``: the best checkpoint as it stood then). Volumes are paired by (seed, subject, phase) on the
+seeds both sides have.
 
 Printed per pair and Dice definition: the mean of A and B, their difference and
 
@@ -28,18 +30,26 @@ from pathlib import Path
 
 from sdnet.analysis.volume import paired_difference
 from sdnet.study import read_result
-from sdnet.study.results import DiceKind, RunResult
+from sdnet.study.results import DiceKind, RunResult, result_name
 
 Key = tuple[int, str, int]  # seed, subject, phase
 
 
 def cell_runs(path: Path) -> list[RunResult]:
-    """The study results under ``path``: the run folder itself, or every ``fold*`` run folder of a cell."""
-    if (path / "result.json").exists():
-        return [read_result(path)]
-    runs = [read_result(p) for p in sorted(path.glob("fold*")) if (p / "result.json").exists()]
+    """The study results under ``path``: the run folder itself, or every ``fold*`` run folder of a cell; a path
+    ending in ``@N`` reads the runs' snapshots at iteration N (``result_s<N>.json``, ``train.snapshot_steps``)."""
+    snapshot = None
+    if "@" in path.name:
+        name, _, step = path.name.rpartition("@")
+        if not step.isdigit():
+            raise SystemExit(f"paired_tests: {path}: a snapshot is @<iteration>, e.g. gan/l3@2000")
+        path, snapshot = path.with_name(name), int(step)
+    file = result_name(snapshot)
+    if (path / file).exists():
+        return [read_result(path, snapshot=snapshot)]
+    runs = [read_result(p, snapshot=snapshot) for p in sorted(path.glob("fold*")) if (p / file).exists()]
     if not runs:
-        raise SystemExit(f"paired_tests: no finished run (fold*/result.json) under {path}")
+        raise SystemExit(f"paired_tests: no finished run (fold*/{file}) under {path}")
     return runs
 
 

@@ -5,10 +5,10 @@
 Writes ``<out>_curves.png`` (validation 3D Dice and its RV part against iterations, one panel per label amount, one
 colour per method, one faint line per seed and its trailing mean over 5 validations), ``<out>_flatness.md`` (has the
 curve flattened: the mean validation Dice of the last third of the iterations against the third before it) and
-copies ``result.json``, ``config.yaml`` and the epoch records of ``log.jsonl`` of every run with a study result to
-``<out>_runs/<method>/<label>/<run>/``, and the study's ``study.json`` to ``<out>_runs/``, so the numbers of the
-table stay in the repository when the study folder (checkpoints) does not: ``sdnet experiment table <out>_runs``
-remakes the table from the committed files.
+copies ``result.json`` (and ``result_s<N>.json``), ``config.yaml`` and the epoch records of ``log.jsonl`` of every
+run with a study result to ``<out>_runs/<method>/<label>/<run>/``, and the study's ``study.json`` to
+``<out>_runs/``, so the numbers of the table stay in the repository when the study folder (checkpoints) does not:
+``sdnet experiment table <out>_runs`` remakes the table from the committed files.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def main() -> None:
     for method, label, run, epochs in found:
         dest = dest_root / method / label / run.name
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(run / "result.json", dest / "result.json")
+        for result in run.glob("result*.json"):  # result.json and the snapshots' result_s<N>.json
+            shutil.copy(result, dest / result.name)
         shutil.copy(run / "config.yaml", dest / "config.yaml")
         (dest / "epochs.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
     if (args.study / "study.json").exists():

@@ -64,3 +64,14 @@ def test_non_finite_numbers_are_refused_at_load():
     for item in ("optim.lr=nan", "optim.lr=inf", "loss.kl=nan", "train.max_minutes=nan", "loss.segm=-inf"):
         with pytest.raises(ConfigError, match="must be a finite number"):
             apply_overrides(RunConfig(), [item])
+
+
+@pytest.mark.parametrize("value,expected", [("", ()), ("2000", (2000,)), ("4000, 2000", (2000, 4000))])
+def test_snapshot_steps_parse(value: str, expected: tuple[int, ...]):
+    assert load_config(None, [f'train.snapshot_steps="{value}"']).train.snapshots() == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "2000,2000", "2k", "1.5"])
+def test_snapshot_steps_refuse_bad_values(value: str):
+    with pytest.raises(ConfigError, match=r"train\.snapshot_steps"):
+        load_config(None, [f'train.snapshot_steps="{value}"'])

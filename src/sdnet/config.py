@@ -387,6 +387,12 @@ class TrainConfig:
         steps_per_epoch: override the epoch length in iterations (0 = the authors' definition above); validation,
             early stopping and best-checkpoint selection happen at epoch ends.
         max_steps: stop after this many iterations (0 = no limit); useful for fixed budgets.
+        snapshot_steps: comma-separated iterations (e.g. ``"2000,4000"``) at which to keep a copy of the best
+            checkpoint as it stood then: ``best_s2000.pt`` is the ``best.pt`` that a run with
+            ``train.max_steps=2000`` ends with (the best validation among those at or before iteration 2000; same
+            seed, same iterations: the learning-rate decay does not depend on the budget — except in
+            ``selftrain``, whose rounds divide the budget). ``sdnet experiment semi`` scores each on the test split
+            (``result_s2000.json``), so one long run also gives the shorter budgets' results. Empty = none.
         max_minutes: stop after this wall-clock budget (0 = no limit), checked after every iteration; a run that
             stops mid-epoch is validated once more if it was never validated, and its state saved in ``last.pt``.
         patience: early stopping: epochs without a validation-Dice gain of at least min_delta (0 = never stop).
@@ -423,6 +429,7 @@ class TrainConfig:
     epochs: int = 500
     steps_per_epoch: int = 0
     max_steps: int = 0
+    snapshot_steps: str = ""
     max_minutes: float = 0.0
     patience: int = 100
     min_delta: float = 0.01
@@ -458,6 +465,19 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_minutes < 0 or self.min_delta < 0:
             raise ConfigError("train.max_minutes and train.min_delta must be >= 0")
+        self.snapshots()  # validates snapshot_steps
+
+    def snapshots(self) -> tuple[int, ...]:
+        """``snapshot_steps`` parsed: the iterations, ascending (empty when not set).
+
+        Raises:
+            ConfigError: an item that is not a positive integer, or one given twice.
+        """
+        items = [t.strip() for t in str(self.snapshot_steps).split(",") if t.strip()]
+        if not all(t.isdigit() and int(t) > 0 for t in items) or len(set(map(int, items))) != len(items):
+            raise ConfigError(f"train.snapshot_steps must list distinct positive iterations separated by commas "
+                              f"(e.g. \"2000,4000\"), got {self.snapshot_steps!r}")
+        return tuple(sorted(int(t) for t in items))
 
 
 MAX_BATCH_SIZE = 512  # a 2D slice batch beyond this is a typo (1000 on 64 slices took 7 GB), not a setting

@@ -22,7 +22,7 @@ SEEDS = (1, 2, 3)
 VOLUMES = [(f"patient{i:03d}", ph) for i in range(1, 9) for ph in (0, 1)]  # 16 test volumes
 
 
-def _write_run(cell: Path, seed: int, dice: np.ndarray, slice_dice: np.ndarray) -> None:
+def _write_run(cell: Path, seed: int, dice: np.ndarray, slice_dice: np.ndarray, file: str = "result.json") -> None:
     """One run's study result.json (the schema of sdnet.study.results), volumes in reverse order on odd seeds."""
     method, label = cell.parent.name, cell.name
     volumes = [{"subject": s, "phase": ph, "dice_3d": dict(zip(CLASSES, map(float, dice[i]), strict=True)),
@@ -31,12 +31,12 @@ def _write_run(cell: Path, seed: int, dice: np.ndarray, slice_dice: np.ndarray) 
     if seed % 2:
         volumes.reverse()  # pairing is by (seed, subject, phase), not by position
     run = cell / f"fold0-seed{seed}"
-    run.mkdir(parents=True)
+    run.mkdir(parents=True, exist_ok=True)
     data = {"schema": "sdnet.study.run/1", "name": f"{method}/{label}/{run.name}", "method": method, "label": label,
             "labelled_subjects": int(label[1:]), "labelled_fraction": None, "n_labelled_subjects": int(label[1:]),
             "n_train_subjects": 70, "fold": 0, "seed": seed, "protocol": "ssl4mis", "overrides": [],
             "class_names": list(CLASSES), "test": {"volumes": volumes}}
-    (run / "result.json").write_text(json.dumps(data))
+    (run / file).write_text(json.dumps(data))
 
 
 @pytest.fixture()
@@ -51,6 +51,10 @@ def two_studies(tmp_path: Path) -> dict[str, dict[int, np.ndarray]]:
             dice = np.clip(base + shift + rng.normal(0, 0.05, base.shape), 0, 1)
             _write_run(tmp_path / study / method / "l3", seed, dice, dice * 0.9)
             averages[method][seed] = dice.mean(axis=1)
+            if method == "gan":  # its snapshot at iteration 2000 (train.snapshot_steps): about 0.1 lower
+                early = dice - 0.1 + rng.normal(0, 0.01, base.shape)
+                _write_run(tmp_path / study / method / "l3", seed, early, early, file="result_s2000.json")
+                averages.setdefault("gan@2000", {})[seed] = early.mean(axis=1)
     return averages
 
 
@@ -114,3 +118,15 @@ def test_cross_table_rows_against_the_reference(tmp_path: Path, two_studies):
     assert cells[5].startswith(f"{np.mean([plus[s] - gan[s] for s in SEEDS]):+.3f} (p = ")
     assert "| absent | 0 | (not run yet) |" in out
     assert "### 3 labelled patients" in out
+
+
+def test_snapshot_cells(tmp_path: Path, two_studies):
+    out = _script("paired_tests.py", "long/gan/l3:long/gan/l3@2000", cwd=tmp_path)
+    gan, early = two_studies["gan"], two_studies["gan@2000"]
+    seeds = ", ".join(f"s{s} {np.mean(gan[s] - early[s]):+.3f}" for s in SEEDS)
+    assert f"[3d]: {np.mean([gan[s] - early[s] for s in SEEDS]):+.3f} (" in out and f"per seed: {seeds}" in out
+    table = _script("cross_table.py", "--reference", "GAN 2000=long/gan@2000", "GAN=long/gan",
+                    "SDNet+ 2000=short/plus@2000", cwd=tmp_path)
+    row = next(line for line in table.splitlines() if line.startswith("| GAN |"))
+    assert f"| {np.mean([gan[s] - early[s] for s in SEEDS]):+.3f} (p = " in row
+    assert "| SDNet+ 2000 | 0 | (not run yet) |" in table  # plus has no snapshot

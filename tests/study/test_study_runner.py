@@ -187,3 +187,26 @@ def test_parallel_jobs_in_spawned_processes(tiny_phantom: Path, study_config: Pa
     assert summary.ok and len(summary.finished) == 2, summary.failed
     assert events.count("started") == 2 and events.count("finished") == 2
     assert all(read_result(tmp_path / "par" / r.name).steps == 2 for r in plan.runs)
+
+
+def test_snapshots_are_scored_and_tabled(tiny_phantom: Path, study_config: Path, tmp_path: Path):
+    """train.snapshot_steps: the run's snapshot is scored into result_s<N>.json (before result.json) and `table
+    --snapshot N` makes the table of the snapshots."""
+    out = tmp_path / "snap"
+    extra = ("--set", "train.epochs=2", "--set", "train.snapshot_steps=2", "--run-index", "0")
+    res = run_cli(semi_argv(study_config, tiny_phantom, out, *extra))
+    assert res.rc == 0, res.err
+    run = out / NAMES[0]
+    snap, final = read_result(run, snapshot=2), read_result(run)
+    assert (snap.checkpoint, snap.steps, snap.stop_reason) == ("best_s2.pt", 2, "snapshot")
+    assert (final.checkpoint, final.steps) == ("best.pt", 4)
+    assert snap.best_epoch == 1 and snap.best_val_dice == json.loads(
+        next(line for line in (run / "log.jsonl").read_text().splitlines() if '"event": "epoch"' in line))["val_dice"]
+    assert [v.subject for v in snap.volumes] == [v.subject for v in final.volumes]
+    table = run_cli(["experiment", "table", str(out), "--snapshot", "2", "--metric", "3d"])
+    assert table.rc == 0, table.err
+    md = (out / "table_s2.md").read_text()
+    assert "at iteration 2" in md and f"{snap.mean_dice('3d'):.3f}" in md and (out / "table_s2.csv").exists()
+    assert not (out / "table.md").exists()
+    missing = run_cli(["experiment", "table", str(out), "--snapshot", "3"])  # no run has that snapshot
+    assert missing.rc == 0 and "no finished runs" in (out / "table_s3.md").read_text()

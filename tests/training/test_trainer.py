@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sdnet.checkpoint import load_checkpoint
-from sdnet.config import apply_overrides
+from sdnet.config import RunConfig, apply_overrides
 from sdnet.training import Trainer
 
 from ..helpers import tiny_config
@@ -103,3 +103,32 @@ def test_nonfinite_loss_fails_loudly(tiny_phantom: Path, tmp_path: Path):
             p.fill_(float("nan"))
     with pytest.raises(NonFiniteLossError):
         trainer.train_iteration()
+
+
+def test_snapshots_equal_the_best_checkpoint_of_shorter_runs(tiny_phantom: Path, tmp_path: Path):
+    """best_s<N>.pt of one long run is the best.pt of a run with max_steps=N: between two epoch ends (N = 7: without
+    the validation at 10) and at one (N = 15: with that epoch's validation)."""
+    def config(max_steps: int, snapshots: str = "") -> RunConfig:
+        return apply_overrides(tiny_config(tiny_phantom), ["loss.ce=1", "train.steps_per_epoch=5", "train.epochs=5",
+                                                           f"train.max_steps={max_steps}",
+                                                           f'train.snapshot_steps="{snapshots}"'])
+
+    long = Trainer(config(25, "15,7"), tmp_path / "long")
+    long.fit()
+    assert long.snapshot_path(15) == tmp_path / "long" / "best_s15.pt"
+    events = [r for r in _records(tmp_path / "long") if r["event"] == "snapshot"]
+    assert [(e["step"], e["taken_at_step"], e["file"]) for e in events] == [(7, 10, "best_s7.pt"),
+                                                                          (15, 15, "best_s15.pt")]
+    final = load_checkpoint(tmp_path / "long" / "best.pt")
+    assert final["step"] > 15, "precondition: the long run found a better checkpoint after the snapshots"
+    for k, n in enumerate((7, 15)):
+        Trainer(config(n), tmp_path / f"short{n}").fit()
+        short = load_checkpoint(tmp_path / f"short{n}" / "best.pt")
+        snap = load_checkpoint(tmp_path / "long" / f"best_s{n}.pt")
+        assert (snap["step"], snap["best_val"], snap["best_epoch"]) == (short["step"], short["best_val"],
+                                                                        short["best_epoch"])
+        for key, value in short["model"].items():
+            assert torch.equal(value, snap["model"][key]), (n, key)
+        assert events[k]["best_val_dice"] == short["best_val"] and events[k]["best_epoch"] == short["best_epoch"]
+    assert load_checkpoint(tmp_path / "long" / "best_s7.pt")["step"] < load_checkpoint(
+        tmp_path / "long" / "best_s15.pt")["step"], "precondition: the two snapshots differ"

@@ -211,7 +211,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     if args.study == "table":
         metrics: tuple[Literal["3d", "slice"], ...] = ("3d", "slice") if args.metric == "both" else (args.metric,)
-        markdown, files = write_study_table(args.study_dir, metrics=metrics, reference=args.reference)
+        markdown, files = write_study_table(args.study_dir, metrics=metrics, reference=args.reference,
+                                            snapshot=args.snapshot)
         print(markdown.read_text(), end="")
         print("wrote " + ", ".join(str(f) for f in files))
         return 0

@@ -258,6 +258,9 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="semi: 3D Dice per volume and the authors' per-slice average (default both), or one")
     t.add_argument("--reference", default="unet", metavar="METHOD",
                    help="semi: report every method's paired difference against this one (default unet)")
+    t.add_argument("--snapshot", type=int, default=None, metavar="N",
+                   help="semi: the table of the runs' best checkpoints as they stood at iteration N "
+                   "(train.snapshot_steps; result_s<N>.json) -> table_s<N>.md")
 
 
 EPILOG_ANALYSE = """examples:

@@ -236,10 +236,17 @@ class RunResult:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StudyError(f"malformed study result ({type(exc).__name__}: {exc})") from None
 
-    def write(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / "result.json"
+    def write(self, run_dir: str | Path, *, snapshot: int | None = None) -> Path:
+        """Write ``result.json`` (or, for the snapshot at iteration ``snapshot``, ``result_s<N>.json``)."""
+        path = Path(run_dir) / result_name(snapshot)
         write_json(path, self.to_dict())
         return path
+
+
+def result_name(snapshot: int | None = None) -> str:
+    """``result.json``: the run's scores (of ``best.pt``); ``result_s<N>.json``: those of the snapshot ``best_s<N>.pt``
+    (``train.snapshot_steps``), the best checkpoint as it stood at iteration N."""
+    return "result.json" if snapshot is None else f"result_s{int(snapshot)}.json"
 
 
 def is_study_result(path: str | Path) -> bool:
@@ -265,9 +272,10 @@ def read_json_object(path: Path, *, what: str, missing: str = "missing") -> dict
     return data
 
 
-def read_result(run_dir: str | Path) -> RunResult:
-    """Read a study run's ``result.json``; :class:`StudyError` (naming the file) when missing or malformed."""
-    path = Path(run_dir) / "result.json"
+def read_result(run_dir: str | Path, *, snapshot: int | None = None) -> RunResult:
+    """Read a study run's ``result.json`` (``result_s<N>.json`` with ``snapshot=N``); :class:`StudyError` (naming
+    the file) when missing or malformed."""
+    path = Path(run_dir) / result_name(snapshot)
     data = read_json_object(path, what="a study result")
     try:
         return RunResult.from_dict(data)

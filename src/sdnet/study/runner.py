@@ -18,13 +18,15 @@ import multiprocessing
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sdnet.checkpoint import load_checkpoint
 from sdnet.config import ConfigError, RunConfig, load_config, to_dict
+from sdnet.data.pipeline import PreparedVolume
 from sdnet.errors import SDNetError
 from sdnet.evaluation import evaluate_checkpoint
 from sdnet.study.grid import (
@@ -123,7 +125,8 @@ def execute_run(spec: RunSpec, config: RunConfig, study_dir: str | Path, *, with
     """Train (or resume, or only evaluate) one run and write its ``result.json``; skip a run already done.
 
     ``config`` is the run's resolved config (thread count included). Evaluation is of ``best.pt`` on the run's
-    test subjects; ``eval_test/`` gets the usual ``per_volume.csv`` and ``summary.md``.
+    test subjects; ``eval_test/`` gets the usual ``per_volume.csv`` and ``summary.md``. Each snapshot of
+    ``train.snapshot_steps`` (``best_s<N>.pt``) is scored too, into ``result_s<N>.json``, before ``result.json``.
     """
     t0 = time.perf_counter()
     run_dir = Path(study_dir) / spec.name
@@ -148,27 +151,44 @@ def execute_run(spec: RunSpec, config: RunConfig, study_dir: str | Path, *, with
                     "best_epoch": fit.best_epoch, "stop_reason": fit.stop_reason, "elapsed_s": trainer.elapsed}
         volumes = trainer.data.test
         del trainer
+    # the snapshots first: result.json marks the run done, so it is written last
+    for n in config.train.snapshots():
+        snapshot = run_dir / f"best_s{n}.pt"
+        if not snapshot.exists():
+            continue
+        saved = load_checkpoint(snapshot)
+        at = {"steps": n, "epochs": int(saved["epoch"]), "best_val_dice": saved["best_val"],
+              "best_epoch": int(saved["best_epoch"]), "stop_reason": "snapshot",
+              "elapsed_s": float(saved.get("elapsed", 0.0))}
+        _score(spec, config, snapshot, at, volumes, with_hd95, t0).write(run_dir, snapshot=n)
+    result = _score(spec, config, run_dir / "best.pt", training, volumes, with_hd95, t0)
+    result.write(run_dir)
+    return RunOutcome(spec=spec, status="finished", state=state, result=result)
+
+
+def _score(spec: RunSpec, config: RunConfig, checkpoint: Path, training: Mapping[str, Any],
+           volumes: Sequence[PreparedVolume] | None, with_hd95: bool, t0: float) -> RunResult:
+    """The test scores of ``checkpoint`` as a study result; ``best.pt``'s evaluation report goes to ``eval_test/``."""
     t_eval = time.perf_counter()
-    evaluation = evaluate_checkpoint(run_dir / "best.pt", volumes=volumes, data_root=config.data.root,
+    evaluation = evaluate_checkpoint(checkpoint, volumes=volumes, data_root=config.data.root,
                                      device=config.train.device, with_hd95=with_hd95)
-    evaluation.report.write(run_dir / "eval_test", title=f"{spec.name}: test evaluation of best.pt")
+    if checkpoint.name == "best.pt":
+        evaluation.report.write(checkpoint.parent / "eval_test", title=f"{spec.name}: test evaluation of best.pt")
     eval_time = time.perf_counter() - t_eval
     split = evaluation.split
     best_val = training.get("best_val_dice")
-    result = RunResult(
+    return RunResult(
         name=spec.name, method=spec.method, label=spec.label.key,
         labelled_subjects=spec.label.subjects or None, labelled_fraction=spec.label.fraction or None,
         n_labelled_subjects=len(split.labelled), n_train_subjects=len(split.train), fold=spec.fold, seed=spec.seed,
         protocol=spec.protocol, overrides=spec.overrides, method_overrides=spec.method_overrides,
         class_names=tuple(evaluation.report.class_names), volumes=volume_results(evaluation.report),
-        hd95_unit=evaluation.report.hd95_unit, checkpoint="best.pt", steps=int(training.get("steps", 0)),
+        hd95_unit=evaluation.report.hd95_unit, checkpoint=checkpoint.name, steps=int(training.get("steps", 0)),
         epochs=int(training.get("epochs", 0)), stop_reason=str(training.get("stop_reason", "")),
         best_val_dice=math.nan if best_val is None else float(best_val),
         best_epoch=int(training.get("best_epoch", -1)), train_time_s=float(training.get("elapsed_s", 0.0)),
         eval_time_s=eval_time, wall_time_s=time.perf_counter() - t0, num_threads=config.train.num_threads,
     )
-    result.write(run_dir)
-    return RunOutcome(spec=spec, status="finished", state=state, result=result)
 
 
 def _execute_in_worker(spec: RunSpec, config: RunConfig, study_dir: str, with_hd95: bool) -> RunOutcome:

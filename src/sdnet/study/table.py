@@ -33,6 +33,7 @@ from sdnet.study.results import (
     finite_std,
     is_study_result,
     read_result,
+    result_name,
 )
 
 DASH = "—"
@@ -175,17 +176,19 @@ def _label_text(row: TableRow) -> str:
     return row.label.text
 
 
-def load_results(study_dir: Path, grid: StudyGrid) -> tuple[dict[str, RunResult], list[str]]:
+def load_results(study_dir: Path, grid: StudyGrid, *, snapshot: int | None = None
+                 ) -> tuple[dict[str, RunResult], list[str]]:
     """The study results of the grid's finished runs, by run name, and notes on unreadable ones (a run whose
-    ``result.json`` is still the trainer's own summary is simply not finished)."""
+    ``result.json`` is still the trainer's own summary is simply not finished). ``snapshot=N``: the results of
+    the runs' snapshots at iteration N (``result_s<N>.json``, ``train.snapshot_steps``) instead."""
     results: dict[str, RunResult] = {}
     notes: list[str] = []
     for spec in grid.runs:
-        path = study_dir / spec.name / "result.json"
+        path = study_dir / spec.name / result_name(snapshot)
         if not path.exists() or not is_study_result(path):
             continue
         try:
-            results[spec.name] = read_result(path.parent)
+            results[spec.name] = read_result(path.parent, snapshot=snapshot)
         except StudyError as exc:
             notes.append(f"{spec.name}: unreadable result ({exc}); counted as missing.")
     return results, notes
@@ -212,15 +215,16 @@ def paired_ttest(best: dict[VolumeKey, float], second: dict[VolumeKey, float]) -
     return (p if math.isfinite(p) else None), len(keys)
 
 
-def build_table(study_dir: str | Path, *, metric: DiceKind = "3d") -> StudyTable:
-    """Collect the study's ``result.json`` files into table rows (see the module docstring).
+def build_table(study_dir: str | Path, *, metric: DiceKind = "3d", snapshot: int | None = None) -> StudyTable:
+    """Collect the study's ``result.json`` files (``result_s<N>.json`` with ``snapshot=N``: the runs' best
+    checkpoints as they stood at iteration N) into table rows (see the module docstring).
 
     Raises:
         StudyError: no ``study.json``, or runs that disagree on the class names.
     """
     root = Path(study_dir)
     grid = StudyGrid.read(root)
-    results, notes = load_results(root, grid)
+    results, notes = load_results(root, grid, snapshot=snapshot)
     class_names: tuple[str, ...] = ()
     for r in results.values():
         if class_names and r.class_names != class_names:
@@ -367,15 +371,18 @@ def plot_dice_vs_labels(table: StudyTable, path: str | Path) -> Path:
 
 
 def write_table(
-    study_dir: str | Path, *, metrics: Sequence[DiceKind] = ("3d", "slice"), reference: str = "unet"
+    study_dir: str | Path, *, metrics: Sequence[DiceKind] = ("3d", "slice"), reference: str = "unet",
+    snapshot: int | None = None,
 ) -> TableFiles:
     """Write ``table.md`` (one section per Dice definition in ``metrics``, each with its paired differences against
     ``reference`` when the grid has it), ``table.csv`` (a ``metric`` column tells the definitions apart) and
-    ``dice_vs_labels.png`` (the first metric) into the study folder."""
+    ``dice_vs_labels.png`` (the first metric) into the study folder; with ``snapshot=N`` the table of the runs'
+    snapshots at iteration N, as ``table_s<N>.md``, ``table_s<N>.csv``, ``dice_vs_labels_s<N>.png``."""
     if not metrics:
         raise StudyError("write_table: no metric asked for")
     root = Path(study_dir)
-    tables = [build_table(root, metric=m) for m in metrics]
+    suffix = "" if snapshot is None else f"_s{int(snapshot)}"
+    tables = [build_table(root, metric=m, snapshot=snapshot) for m in metrics]
     parts: list[str] = []
     for k, table in enumerate(tables):
         lines = table.markdown().splitlines()
@@ -388,9 +395,13 @@ def write_table(
         comparison = comparisons_markdown(reference_comparisons(table, reference), table.metric)
         if comparison:
             parts.append(comparison)
-    md = root / "table.md"
+    if snapshot is not None:  # said under the title
+        head, rest = parts[0].split("\n", 1)
+        parts[0] = (f"{head} — at iteration {snapshot}\n\nThe runs' best checkpoints as they stood at iteration "
+                    f"{snapshot} (`train.snapshot_steps`, `result_s{snapshot}.json`).\n{rest}")
+    md = root / f"table{suffix}.md"
     write_text(md, "\n".join(parts))
-    csv_path = root / "table.csv"
+    csv_path = root / f"table{suffix}.csv"
     with atomic_output(csv_path) as tmp_path, tmp_path.open("w", newline="") as f:
         w = csv.writer(f)
         for k, table in enumerate(tables):
@@ -398,5 +409,5 @@ def write_table(
                 if i == 0 and k > 0:
                     continue
                 w.writerow(["metric" if i == 0 else table.metric, *row])
-    figure = plot_dice_vs_labels(tables[0], root / "dice_vs_labels.png")
+    figure = plot_dice_vs_labels(tables[0], root / f"dice_vs_labels{suffix}.png")
     return TableFiles(markdown=md, csv=csv_path, figure=figure)

@@ -246,19 +246,25 @@ def plan_kind(kind: StudyKind, *, config_path: str | Path | None, methods: Seque
 
 
 def write_study_table(study_dir: str | Path, *, metrics: Sequence[DiceKind] = ("3d", "slice"),
-                      reference: str = "unet") -> tuple[Path, list[Path]]:
-    """Write the table of a study folder of any kind: the semi-supervised table (:func:`write_table`), the
-    mixture table or the factor-size table, as the study's ``study.json`` says.
+                      reference: str = "unet", snapshot: int | None = None) -> tuple[Path, list[Path]]:
+    """Write the table of a study folder of any kind: the semi-supervised table (:func:`write_table`; ``snapshot``:
+    of the runs' snapshots at that iteration), the mixture table or the factor-size table, as the study's
+    ``study.json`` says.
+
+    Raises:
+        StudyError: ``snapshot`` for a mixture or factor-size study (their tables read ``result.json`` only).
 
     Returns:
         (the Markdown table, every file written).
     """
     kind = StudyGrid.read(study_dir).kind
+    if snapshot is not None and kind != "semi":
+        raise StudyError(f"--snapshot is for semi-supervised studies; {study_dir} is a {kind} study")
     if kind == "mix":
         _, md, csv = mixture_table(study_dir)
         return md, [md, csv]
     if kind == "factors":
         _, md, csv = factor_table(study_dir)
         return md, [md, csv]
-    files = write_table(study_dir, metrics=metrics, reference=reference)
+    files = write_table(study_dir, metrics=metrics, reference=reference, snapshot=snapshot)
     return files.markdown, [files.markdown, files.csv, files.figure]

@@ -19,7 +19,9 @@ early stopping (patience, min_delta) and best-checkpoint selection. Two checkpoi
 ``best.pt`` (best validation Dice; what ``sdnet evaluate`` uses by default) and ``last.pt`` (the latest state; the
 authors tested their last epoch). ``last.pt`` is also written every ``checkpoint_every`` iterations, and a killed
 run continued with :meth:`Trainer.resume` ends with exactly the parameters of an uninterrupted run on the same
-machine: batches are a pure function of (seed, step) and the RNG state travels in the checkpoint.
+machine: batches are a pure function of (seed, step) and the RNG state travels in the checkpoint. With
+``train.snapshot_steps`` the best checkpoint as it stood at those iterations is kept too (``best_s<N>.pt``: the
+``best.pt`` of a run with ``max_steps=N``), so one long run also yields the shorter budgets.
 
 Logs: ``log.jsonl`` (one JSON object per logged step and per epoch) and TensorBoard event files under ``tb/``
 (:mod:`sdnet.training.logs`).
@@ -42,6 +44,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -60,7 +63,7 @@ from sdnet.data.splits import Split
 from sdnet.errors import CheckpointError, RunInterrupted, SDNetError
 from sdnet.evaluation import evaluate_volumes
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter, build_discriminator, build_segmenter
-from sdnet.outputs import check_writable, write_text
+from sdnet.outputs import atomic_output, check_writable, write_text
 from sdnet.training.distributed import from_environment
 from sdnet.training.logs import NoLogger, RunLog
 from sdnet.training.methods import (
@@ -514,6 +517,7 @@ class Trainer:
         tc = self.config.train
         val, val_classes = self._validate_on_main()
         self.epoch += 1
+        self._snapshot(logger, passed=True)  # snapshots between the last validation and this one: without it
         if math.isfinite(val) and val > self.best_val:
             self.best_val, self.best_epoch = val, self.epoch
         if math.isfinite(val) and (not math.isfinite(self.patience_ref) or val > self.patience_ref + tc.min_delta):
@@ -528,10 +532,36 @@ class Trainer:
         logger.write(record, "epoch")
         if self.best_epoch == self.epoch or not math.isfinite(val):
             self.save("best.pt")
+        self._snapshot(logger, passed=False)  # a snapshot at this very iteration: with this validation
         self.save("last.pt")
         log.info("epoch %d step %d val Dice %.4f (best %.4f @ %d)", self.epoch, self.step, val, self.best_val,
                  self.best_epoch)
         return tc.patience > 0 and self.stale_epochs >= tc.patience
+
+    def snapshot_path(self, step: int) -> Path:
+        """Where the best checkpoint as it stood at iteration ``step`` is kept (``train.snapshot_steps``)."""
+        return self.run_dir / f"best_s{step}.pt"
+
+    def _snapshot(self, logger: RunLog, *, passed: bool) -> None:
+        """Copy ``best.pt`` to ``best_s<N>.pt`` for each snapshot iteration N that training has ``passed`` (N below
+        the current step: called before this epoch's validation may change the best) or just reached (N equal to
+        it: called after), once. So the copy is the ``best.pt`` a run with ``max_steps=N`` ends with. Called
+        before ``last.pt`` is written: a run killed in between redoes the epoch end and finds the copy made."""
+        if not self.is_main:
+            return
+        for n in self.config.train.snapshots():
+            due = self.step > n if passed else self.step == n
+            target = self.snapshot_path(n)
+            if not due or target.exists():
+                continue
+            best = self.run_dir / "best.pt"
+            if not best.exists():
+                log.warning("snapshot at iteration %d skipped: no validation before it", n)
+                continue
+            with atomic_output(target) as tmp:
+                shutil.copyfile(best, tmp)
+            logger.write({"event": "snapshot", "step": n, "taken_at_step": self.step, "best_val_dice": self.best_val,
+                          "best_epoch": self.best_epoch, "file": target.name}, "snapshot")
 
     def data_summary(self) -> str:
         """One line on what this run trains on: labelled / unlabelled subjects and slices, the other parts of the
