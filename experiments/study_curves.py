@@ -4,11 +4,11 @@
 
 Writes ``<out>_curves.png`` (validation 3D Dice and its RV part against iterations, one panel per label amount, one
 colour per method, one faint line per seed and its trailing mean over 5 validations), ``<out>_flatness.md`` (has the
-curve flattened: the mean validation Dice of the last third of the iterations against the third before it) and
-copies ``result.json`` (and ``result_s<N>.json``), ``config.yaml`` and the epoch records of ``log.jsonl`` of every
-run with a study result to ``<out>_runs/<method>/<label>/<run>/``, and the study's ``study.json`` to
-``<out>_runs/``, so the numbers of the table stay in the repository when the study folder (checkpoints) does not:
-``sdnet experiment table <out>_runs`` remakes the table from the committed files.
+curve flattened: the mean validation Dice of the last third of the iterations against the third before it; the test
+Dice at each snapshot budget) and copies ``result.json`` (and ``result_s<N>.json``), ``config.yaml`` and the epoch
+records of ``log.jsonl`` of every run with a study result to ``<out>_runs/<method>/<label>/<run>/``, and the study's
+``study.json`` to ``<out>_runs/``, so the numbers of the table stay in the repository when the study folder
+(checkpoints) does not: ``sdnet experiment table <out>_runs`` remakes the table from the committed files.
 """
 
 from __future__ import annotations
@@ -68,6 +68,29 @@ def flatness(found: list[tuple[str, str, Path, list[dict[str, Any]]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budgets(found: list[tuple[str, str, Path, list[dict[str, Any]]]]) -> str:
+    """Per method and label: the mean test 3D Dice (over seeds) of the best-validation checkpoint at each budget the
+    runs have — their snapshots (``result_s<N>.json``, ``train.snapshot_steps``) and the end (``result.json``) — as
+    a Markdown table; empty when no run has snapshots."""
+    scores: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for method, label, run, _ in found:
+        for path in run.glob("result*.json"):
+            data = json.loads(path.read_text())
+            mean = (data.get("test") or {}).get("mean_dice_3d")
+            if mean is not None:
+                scores.setdefault((method, label), {}).setdefault(int(data["steps"]), []).append(float(mean))
+    steps = sorted({n for cell in scores.values() for n in cell})
+    if not any(len(cell) > 1 for cell in scores.values()):
+        return ""
+    lines = ["| method | labelled | " + " | ".join(f"{n} it." for n in steps) + " |",
+             "|---|---|" + "---|" * len(steps)]
+    for (method, label), cell in sorted(scores.items()):
+        values = [f"{statistics.mean(cell[n]):.3f} ({len(cell[n])})" if n in cell else "" for n in steps]
+        lines.append(f"| {method} | {label[1:]} | " + " | ".join(values) + " |")
+    return ("\nTest 3D Dice of the best-validation checkpoint at each budget (mean over the runs, their number in "
+            "brackets; the budgets below the runs' end are their snapshots):\n\n" + "\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("study", type=Path)
@@ -111,7 +134,7 @@ def main() -> None:
     table = args.out.with_name(args.out.name + "_flatness.md")
     table.write_text("Validation curves: mean validation 3D Dice over the last third of each run's iterations "
                      f"against the third before it, averaged over seeds (`python experiments/study_curves.py "
-                     f"{args.study} ...`).\n\n" + flatness(found))
+                     f"{args.study} ...`).\n\n" + flatness(found) + budgets(found))
     print(table.read_text())
     if args.no_copy:
         print(f"{len(found)} finished runs; wrote {figure} and {table}")

@@ -130,3 +130,24 @@ def test_snapshot_cells(tmp_path: Path, two_studies):
     row = next(line for line in table.splitlines() if line.startswith("| GAN |"))
     assert f"| {np.mean([gan[s] - early[s] for s in SEEDS]):+.3f} (p = " in row
     assert "| SDNet+ 2000 | 0 | (not run yet) |" in table  # plus has no snapshot
+
+
+def test_study_curves_flatness_and_budgets(tmp_path: Path):
+    """study_curves on a committed-style copy: the flatness table from epochs.jsonl, the test Dice per budget from
+    result.json and the snapshots' result_s<N>.json, the figure; --no-copy writes nothing else."""
+    for seed, (rise, test) in enumerate(((0.3, 0.70), (0.1, 0.80)), start=1):
+        run = tmp_path / "runs" / "gan" / "l3" / f"fold0-seed{seed}"
+        run.mkdir(parents=True)
+        epochs = [{"event": "epoch", "step": 100 * k, "val_dice": 0.3 + rise * min(k, 40) / 40} for k in range(1, 61)]
+        (run / "epochs.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+        for steps, name, mean in ((6000, "result.json", test), (2000, "result_s2000.json", test - 0.1)):
+            (run / name).write_text(json.dumps({"schema": "sdnet.study.run/1", "steps": steps,
+                                                "test": {"mean_dice_3d": mean}}))
+    out = _script("study_curves.py", str(tmp_path / "runs"), "--out", str(tmp_path / "fig" / "x"), "--no-copy",
+                  cwd=tmp_path)
+    # middle third (2100-4000) vs last third (4100-6000): the curves rise until 4000, then stay
+    middle = np.mean([np.mean([0.3 + r * min(k, 40) / 40 for k in range(21, 41)]) for r in (0.3, 0.1)])
+    assert f"| gan | 3 | 2 | 6000 | {middle:.3f} | {0.3 + 0.2:.3f} | {0.5 - middle:+.3f} | 4000, 4000 |" in out
+    assert "| gan | 3 | 0.650 (2) | 0.750 (2) |" in out and "2000 it. | 6000 it." in out
+    assert (tmp_path / "fig" / "x_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "fig" / "x_runs").exists()
