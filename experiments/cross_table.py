@@ -11,7 +11,8 @@ run folders with a study ``result.json``), or of its committed copy made by ``ex
 every label amount the row gives the number of finished runs (seeds), the mean test 3D Dice per class and its class
 average, the per-slice average (the authors' definition), and the difference of the class average against the
 reference row's on the same (seed, subject, phase) volumes, with the p-values of ``experiments/paired_tests.py``:
-pooled over every (seed, volume) pair, and over the seed-averaged volumes; then the difference in each seed.
+pooled over every (seed, volume) pair, and over the seed-averaged volumes; then the difference in each seed. (The
+Dice columns pool all of a row's runs; the differences only the seeds the reference has too.)
 Markdown to ``--out`` (and stdout).
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from paired_tests import cell_runs, compare, per_volume
 
-from sdnet.study.results import RunResult, finite_mean, result_name
+from sdnet.study.results import RunResult, finite_mean, is_study_result, result_name
 
 
 def cell_line(name: str, runs: list[RunResult], reference: list[RunResult] | None) -> str:
@@ -35,17 +36,20 @@ def cell_line(name: str, runs: list[RunResult], reference: list[RunResult] | Non
     if reference is None:
         return text + " | | |"
     parts = []
-    for metric in ("3d", "slice"):
-        c = compare(per_volume(runs, metric), per_volume(reference, metric))
-        parts.append(f"{c.difference:+.3f} (p = {c.p_pooled:.2g}; {c.p_volumes:.2g})")
+    try:
+        for metric in ("3d", "slice"):
+            c = compare(per_volume(runs, metric), per_volume(reference, metric))
+            parts.append(f"{c.difference:+.3f} (p = {c.p_pooled:.2g}; {c.p_volumes:.2g})")
+    except SystemExit:  # fewer than two common (seed, volume) pairs
+        return text + " (no common seeds) | | |"
     c3 = compare(per_volume(runs, "3d"), per_volume(reference, "3d"))
-    seeds = ", ".join(f"{d:+.3f}" for d in c3.per_seed.values())
+    seeds = ", ".join(f"s{s} {d:+.3f}" for s, d in c3.per_seed.items())
     return text + f" {parts[0]} | {parts[1]} | {seeds} |"
 
 
 def _finished(cell: Path, at: str) -> bool:
     """Whether the cell has a finished run (of the snapshot ``at``, ``@N``, when given)."""
-    return bool(list(cell.glob(f"fold*/{result_name(int(at[1:]) if at else None)}")))
+    return any(is_study_result(p) for p in cell.glob(f"fold*/{result_name(int(at[1:]) if at else None)}"))
 
 
 def main() -> None:
@@ -65,13 +69,18 @@ def main() -> None:
     labels = sorted({p.name for _, folder, _ in named for p in folder.glob("l*") if p.is_dir()},
                     key=lambda k: int(k[1:]) if k[1:].isdigit() else 0)
     ref_name = named[0][0]
+    classes: tuple[str, ...] = ()
+    for label in labels:
+        for _, folder, at in named:
+            if not classes and _finished(folder / label, at):
+                classes = cell_runs(Path(f"{folder / label}{at}"))[0].class_names
     lines = []
     for label in labels:
         ref_dir, ref_at = named[0][1] / label, named[0][2]
         reference = cell_runs(Path(f"{ref_dir}{ref_at}")) if _finished(ref_dir, ref_at) else None
         lines += [f"### {label[1:]} labelled patient{'s' if label != 'l1' else ''}", "",
-                  f"| method | seeds | 3D Dice RV / MYO / LV | 3D mean | per-slice mean | 3D − {ref_name} (p pooled; "
-                  f"p seed-averaged) | per-slice − {ref_name} | 3D − {ref_name} per seed |",
+                  f"| method | seeds | 3D Dice {' / '.join(classes)} | 3D mean | per-slice mean | 3D − {ref_name} "
+                  f"(p pooled; p seed-averaged) | per-slice − {ref_name} | 3D − {ref_name} per seed |",
                   "|---|---|---|---|---|---|---|---|"]
         for k, (name, folder, at) in enumerate(named):
             if not _finished(folder / label, at):

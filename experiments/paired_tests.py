@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sdnet.analysis.volume import paired_difference
 from sdnet.study import read_result
-from sdnet.study.results import DiceKind, RunResult, result_name
+from sdnet.study.results import DiceKind, RunResult, is_study_result, result_name
 
 Key = tuple[int, str, int]  # seed, subject, phase
 
@@ -45,11 +45,11 @@ def cell_runs(path: Path) -> list[RunResult]:
             raise SystemExit(f"paired_tests: {path}: a snapshot is @<iteration>, e.g. gan/l3@2000")
         path, snapshot = path.with_name(name), int(step)
     file = result_name(snapshot)
-    if (path / file).exists():
+    if is_study_result(path / file):
         return [read_result(path, snapshot=snapshot)]
-    runs = [read_result(p, snapshot=snapshot) for p in sorted(path.glob("fold*")) if (p / file).exists()]
+    runs = [read_result(p, snapshot=snapshot) for p in sorted(path.glob("fold*")) if is_study_result(p / file)]
     if not runs:
-        raise SystemExit(f"paired_tests: no finished run (fold*/{file}) under {path}")
+        raise SystemExit(f"paired_tests: no finished run (fold*/{file} with a study result) under {path}")
     return runs
 
 

@@ -56,11 +56,13 @@ def flatness(found: list[tuple[str, str, Path, list[dict[str, Any]]]]) -> str:
         for epochs in curves:
             steps = epochs[-1]["step"]
             third = steps / 3
-            middle.append(statistics.mean(e["val_dice"] for e in epochs
-                                          if steps - 2 * third < e["step"] <= steps - third))
+            window = [e["val_dice"] for e in epochs if steps - 2 * third < e["step"] <= steps - third]
+            if not window:
+                continue  # too few validations to compare thirds
+            middle.append(statistics.mean(window))
             last.append(statistics.mean(e["val_dice"] for e in epochs if e["step"] > steps - third))
             best.append(max(epochs, key=lambda e: e["val_dice"])["step"])
-        if not curves:
+        if not middle:
             continue
         m, lst = statistics.mean(middle), statistics.mean(last)
         lines.append(f"| {method} | {label[1:]} | {len(curves)} | {curves[0][-1]['step']} | {m:.3f} | {lst:.3f} | "
@@ -74,10 +76,12 @@ def budgets(found: list[tuple[str, str, Path, list[dict[str, Any]]]]) -> str:
     a Markdown table; empty when no run has snapshots."""
     scores: dict[tuple[str, str], dict[int, list[float]]] = {}
     for method, label, run, _ in found:
-        for path in run.glob("result*.json"):
+        seen: set[int] = set()
+        for path in sorted(run.glob("result*.json")):  # result.json first: a snapshot at the end is the same
             data = json.loads(path.read_text())
             mean = (data.get("test") or {}).get("mean_dice_3d")
-            if mean is not None:
+            if mean is not None and int(data["steps"]) not in seen:
+                seen.add(int(data["steps"]))
                 scores.setdefault((method, label), {}).setdefault(int(data["steps"]), []).append(float(mean))
     steps = sorted({n for cell in scores.values() for n in cell})
     if not any(len(cell) > 1 for cell in scores.values()):

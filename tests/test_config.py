@@ -75,3 +75,14 @@ def test_snapshot_steps_parse(value: str, expected: tuple[int, ...]):
 def test_snapshot_steps_refuse_bad_values(value: str):
     with pytest.raises(ConfigError, match=r"train\.snapshot_steps"):
         load_config(None, [f'train.snapshot_steps="{value}"'])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.method=selftrain"], "rounds divide its budget"),
+    (["train.max_steps=1500"], "beyond train.max_steps=1500"),
+    (["train.steps_per_epoch=2500"], "before the first validation"),
+])
+def test_snapshot_steps_refused_where_no_shorter_run_matches(overrides: list[str], message: str):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ['train.snapshot_steps="2000"', *overrides])
+    load_config(None, overrides)  # fine without snapshots

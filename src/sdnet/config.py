@@ -390,9 +390,10 @@ class TrainConfig:
         snapshot_steps: comma-separated iterations (e.g. ``"2000,4000"``) at which to keep a copy of the best
             checkpoint as it stood then: ``best_s2000.pt`` is the ``best.pt`` that a run with
             ``train.max_steps=2000`` ends with (the best validation among those at or before iteration 2000; same
-            seed, same iterations: the learning-rate decay does not depend on the budget — except in
-            ``selftrain``, whose rounds divide the budget). ``sdnet experiment semi`` scores each on the test split
-            (``result_s2000.json``), so one long run also gives the shorter budgets' results. Empty = none.
+            seed, same iterations: the learning-rate decay does not depend on the budget; refused for
+            ``selftrain``, whose rounds divide the budget, beyond ``max_steps`` and before the first validation).
+            ``sdnet experiment semi`` scores each on the test split (``result_s2000.json``), so one long run also
+            gives the shorter budgets' results. Empty = none.
         max_minutes: stop after this wall-clock budget (0 = no limit), checked after every iteration; a run that
             stops mid-epoch is validated once more if it was never validated, and its state saved in ``last.pt``.
         patience: early stopping: epochs without a validation-Dice gain of at least min_delta (0 = never stop).
@@ -465,7 +466,15 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_minutes < 0 or self.min_delta < 0:
             raise ConfigError("train.max_minutes and train.min_delta must be >= 0")
-        self.snapshots()  # validates snapshot_steps
+        snapshots = self.snapshots()  # validates snapshot_steps
+        if snapshots and self.method == "selftrain":
+            raise ConfigError("train.snapshot_steps: a self-train run's rounds divide its budget, so its best "
+                              "checkpoint at an iteration is not that of a shorter run; use separate runs")
+        if snapshots and self.max_steps and snapshots[-1] > self.max_steps:
+            raise ConfigError(f"train.snapshot_steps {snapshots[-1]} lies beyond train.max_steps={self.max_steps}")
+        if snapshots and self.steps_per_epoch and snapshots[0] < self.steps_per_epoch:
+            raise ConfigError(f"train.snapshot_steps {snapshots[0]} lies before the first validation (iteration "
+                              f"{self.steps_per_epoch}), where a run has no best checkpoint yet")
 
     def snapshots(self) -> tuple[int, ...]:
         """``snapshot_steps`` parsed: the iterations, ascending (empty when not set).

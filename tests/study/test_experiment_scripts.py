@@ -85,6 +85,9 @@ def _in(cwd: Path, argv: list[str]) -> Iterator[None]:
 
 
 def test_paired_tests_pools_seeds_across_two_studies(tmp_path: Path, two_studies):
+    trained = tmp_path / "short" / "plus" / "l3" / "fold0-seed4"  # trained, not yet scored: the trainer's summary
+    trained.mkdir()
+    (trained / "result.json").write_text(json.dumps({"method": "sdnet", "steps": 2000}))
     out = _script("paired_tests.py", "short/plus/l3:long/gan/l3", cwd=tmp_path)
     plus, gan = two_studies["plus"], two_studies["gan"]
     pooled = ttest_rel(np.concatenate([plus[s] for s in SEEDS]), np.concatenate([gan[s] for s in SEEDS])).pvalue

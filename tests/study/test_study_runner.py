@@ -198,7 +198,8 @@ def test_snapshots_are_scored_and_tabled(tiny_phantom: Path, study_config: Path,
     assert res.rc == 0, res.err
     run = out / NAMES[0]
     snap, final = read_result(run, snapshot=2), read_result(run)
-    assert (snap.checkpoint, snap.steps, snap.stop_reason) == ("best_s2.pt", 2, "snapshot")
+    assert (snap.checkpoint, snap.steps, snap.stop_reason, snap.epochs) == ("best_s2.pt", 2, "snapshot", 1)
+    assert 0 < snap.train_time_s <= final.train_time_s and final.epochs == 2
     assert (final.checkpoint, final.steps) == ("best.pt", 4)
     assert snap.best_epoch == 1 and snap.best_val_dice == json.loads(
         next(line for line in (run / "log.jsonl").read_text().splitlines() if '"event": "epoch"' in line))["val_dice"]

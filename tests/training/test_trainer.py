@@ -94,6 +94,38 @@ def test_kill_between_checkpoints_loses_nothing(tiny_phantom: Path, tmp_path: Pa
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
+def test_kill_during_an_epoch_ends_validation_resumes_at_that_validation(tiny_phantom: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """The periodic last.pt of an epoch's last iteration is written before that epoch's validation; a run killed
+    during the validation resumes there: it validates at the same step as an uninterrupted run (not one iteration
+    later) and ends with the same parameters, history and best checkpoint."""
+    def cfg() -> RunConfig:
+        return tiny_config(tiny_phantom, max_steps=8, checkpoint_every=4, steps_per_epoch=4, epochs=2)
+
+    straight = Trainer(cfg(), tmp_path / "straight")
+    straight.fit()
+    killed = Trainer(cfg(), tmp_path / "run")
+    original = Trainer._end_epoch
+
+    def die_in_validation(self: Trainer, logger: object, means: dict[str, float]) -> bool:
+        if self.step == 4:
+            raise KeyboardInterrupt("killed during the validation at step 4")
+        return original(self, logger, means)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "_end_epoch", die_in_validation)
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    monkeypatch.setattr(Trainer, "_end_epoch", original)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (state["step"], state["epoch"]) == (4, 0)  # the epoch's end not yet done
+    resumed = Trainer.resume(tmp_path / "run")
+    resumed.fit()
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in straight.history] == [4, 8]
+    assert [h["val_dice"] for h in resumed.history] == [h["val_dice"] for h in straight.history]
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
 def test_nonfinite_loss_fails_loudly(tiny_phantom: Path, tmp_path: Path):
     from sdnet.training.steps import NonFiniteLossError
 
@@ -105,30 +137,51 @@ def test_nonfinite_loss_fails_loudly(tiny_phantom: Path, tmp_path: Path):
         trainer.train_iteration()
 
 
+def _same_best(a: Path, b: Path) -> None:
+    """Two checkpoints hold the same best model: step, validation score, epoch and every parameter."""
+    x, y = load_checkpoint(a), load_checkpoint(b)
+    assert (x["step"], x["best_val"], x["best_epoch"]) == (y["step"], y["best_val"], y["best_epoch"]), (a, b)
+    for key, value in x["model"].items():
+        assert torch.equal(value, y["model"][key]), (a, b, key)
+
+
+def _snapshot_config(root: Path, max_steps: int, snapshots: str = "", *extra: str) -> RunConfig:
+    return apply_overrides(tiny_config(root), ["loss.ce=1", "train.steps_per_epoch=5", "train.epochs=5",
+                                               f"train.max_steps={max_steps}", f'train.snapshot_steps="{snapshots}"',
+                                               *extra])
+
+
 def test_snapshots_equal_the_best_checkpoint_of_shorter_runs(tiny_phantom: Path, tmp_path: Path):
     """best_s<N>.pt of one long run is the best.pt of a run with max_steps=N: between two epoch ends (N = 7: without
-    the validation at 10) and at one (N = 15: with that epoch's validation)."""
-    def config(max_steps: int, snapshots: str = "") -> RunConfig:
-        return apply_overrides(tiny_config(tiny_phantom), ["loss.ce=1", "train.steps_per_epoch=5", "train.epochs=5",
-                                                           f"train.max_steps={max_steps}",
-                                                           f'train.snapshot_steps="{snapshots}"'])
-
-    long = Trainer(config(25, "15,7"), tmp_path / "long")
+    the validation at 10, which improved on the one at 5) and at one (N = 15: with that epoch's validation)."""
+    long = Trainer(_snapshot_config(tiny_phantom, 25, "15,7"), tmp_path / "long")
     long.fit()
     assert long.snapshot_path(15) == tmp_path / "long" / "best_s15.pt"
+    vals = {h["step"]: h["val_dice"] for h in long.history}
+    assert vals[10] > vals[5], "precondition: the validation after iteration 7 changed the best"
+    assert load_checkpoint(tmp_path / "long" / "best.pt")["step"] > 15, "precondition: the best moved on after 15"
+    assert load_checkpoint(tmp_path / "long" / "best_s7.pt")["step"] == 5
+    for n, epochs in ((7, 1), (15, 3)):
+        Trainer(_snapshot_config(tiny_phantom, n), tmp_path / f"short{n}").fit()
+        _same_best(tmp_path / "long" / f"best_s{n}.pt", tmp_path / f"short{n}" / "best.pt")
+        record = json.loads((tmp_path / "long" / f"best_s{n}.json").read_text())
+        short = load_checkpoint(tmp_path / f"short{n}" / "last.pt")
+        assert (record["step"], record["epochs"], record["best_epoch"]) == (n, epochs, short["best_epoch"])
+        assert record["best_val_dice"] == short["best_val"]
     events = [r for r in _records(tmp_path / "long") if r["event"] == "snapshot"]
-    assert [(e["step"], e["taken_at_step"], e["file"]) for e in events] == [(7, 10, "best_s7.pt"),
-                                                                          (15, 15, "best_s15.pt")]
-    final = load_checkpoint(tmp_path / "long" / "best.pt")
-    assert final["step"] > 15, "precondition: the long run found a better checkpoint after the snapshots"
-    for k, n in enumerate((7, 15)):
-        Trainer(config(n), tmp_path / f"short{n}").fit()
-        short = load_checkpoint(tmp_path / f"short{n}" / "best.pt")
-        snap = load_checkpoint(tmp_path / "long" / f"best_s{n}.pt")
-        assert (snap["step"], snap["best_val"], snap["best_epoch"]) == (short["step"], short["best_val"],
-                                                                        short["best_epoch"])
-        for key, value in short["model"].items():
-            assert torch.equal(value, snap["model"][key]), (n, key)
-        assert events[k]["best_val_dice"] == short["best_val"] and events[k]["best_epoch"] == short["best_epoch"]
-    assert load_checkpoint(tmp_path / "long" / "best_s7.pt")["step"] < load_checkpoint(
-        tmp_path / "long" / "best_s15.pt")["step"], "precondition: the two snapshots differ"
+    assert [e["step"] for e in events] == [7, 15]
+
+
+def test_snapshots_at_the_end_of_a_run(tiny_phantom: Path, tmp_path: Path):
+    """After the last epoch end of a max_steps run (N = 22 and N = max_steps = 23, mid-epoch), and beyond the end of
+    a run that stopped early (N = 15 > 10): each equals the best.pt of the shorter run, which ends the same way."""
+    Trainer(_snapshot_config(tiny_phantom, 23, "22,23"), tmp_path / "long").fit()
+    Trainer(_snapshot_config(tiny_phantom, 22), tmp_path / "short").fit()
+    for n in (22, 23):
+        _same_best(tmp_path / "long" / f"best_s{n}.pt", tmp_path / "short" / "best.pt")
+        assert json.loads((tmp_path / "long" / f"best_s{n}.json").read_text())["epochs"] == 4
+    stop = ("train.patience=1", "train.min_delta=1")  # no validation gains 1: early stopping after epoch 2
+    early = Trainer(_snapshot_config(tiny_phantom, 0, "15", *stop), tmp_path / "early")
+    assert early.fit().stop_reason == "early_stopping" and early.step == 10
+    Trainer(_snapshot_config(tiny_phantom, 15, "", *stop), tmp_path / "early15").fit()
+    _same_best(tmp_path / "early" / "best_s15.pt", tmp_path / "early15" / "best.pt")

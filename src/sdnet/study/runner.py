@@ -39,6 +39,7 @@ from sdnet.study.results import (
     RunResult,
     StudyError,
     is_study_result,
+    result_name,
     volume_results,
 )
 from sdnet.training import Trainer
@@ -154,21 +155,34 @@ def execute_run(spec: RunSpec, config: RunConfig, study_dir: str | Path, *, with
     # the snapshots first: result.json marks the run done, so it is written last
     for n in config.train.snapshots():
         snapshot = run_dir / f"best_s{n}.pt"
-        if not snapshot.exists():
-            continue
-        saved = load_checkpoint(snapshot)
-        at = {"steps": n, "epochs": int(saved["epoch"]), "best_val_dice": saved["best_val"],
-              "best_epoch": int(saved["best_epoch"]), "stop_reason": "snapshot",
-              "elapsed_s": float(saved.get("elapsed", 0.0))}
-        _score(spec, config, snapshot, at, volumes, with_hd95, t0).write(run_dir, snapshot=n)
+        if not snapshot.exists() or is_study_result(run_dir / result_name(n)):
+            continue  # not taken (see Trainer._snapshot), or scored before an interruption
+        at = _snapshot_record(snapshot, n)
+        _score(spec, config, snapshot, at, volumes, with_hd95, time.perf_counter()).write(run_dir, snapshot=n)
     result = _score(spec, config, run_dir / "best.pt", training, volumes, with_hd95, t0)
     result.write(run_dir)
     return RunOutcome(spec=spec, status="finished", state=state, result=result)
 
 
+def _snapshot_record(snapshot: Path, n: int) -> dict[str, Any]:
+    """Where training stood at iteration ``n``: the trainer's ``best_s<N>.json``; for snapshots written before it
+    existed (commit 2fff05f), what the checkpoint holds — its ``epochs`` and time are then those of the best epoch."""
+    sidecar = snapshot.with_suffix(".json")
+    if sidecar.exists():
+        record = json.loads(sidecar.read_text())
+        return {"steps": n, "epochs": int(record["epochs"]), "best_val_dice": record["best_val_dice"],
+                "best_epoch": int(record["best_epoch"]), "stop_reason": "snapshot",
+                "elapsed_s": float(record["elapsed_s"])}
+    saved = load_checkpoint(snapshot)
+    return {"steps": n, "epochs": int(saved["epoch"]), "best_val_dice": saved["best_val"],
+            "best_epoch": int(saved["best_epoch"]), "stop_reason": "snapshot", "elapsed_s": float(saved["elapsed"])}
+
+
 def _score(spec: RunSpec, config: RunConfig, checkpoint: Path, training: Mapping[str, Any],
            volumes: Sequence[PreparedVolume] | None, with_hd95: bool, t0: float) -> RunResult:
-    """The test scores of ``checkpoint`` as a study result; ``best.pt``'s evaluation report goes to ``eval_test/``."""
+    """The test scores of ``checkpoint`` as a study result; ``best.pt``'s evaluation report goes to ``eval_test/``.
+    ``wall_time_s`` counts from ``t0``: the whole of :func:`execute_run` for ``best.pt``, the scoring alone for a
+    snapshot (``train_time_s`` is then the training time when the snapshot was taken)."""
     t_eval = time.perf_counter()
     evaluation = evaluate_checkpoint(checkpoint, volumes=volumes, data_root=config.data.root,
                                      device=config.train.device, with_hd95=with_hd95)

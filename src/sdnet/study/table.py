@@ -87,18 +87,24 @@ class StudyTable:
     notes: tuple[str, ...]
     per_volume: dict[tuple[str, str], dict[VolumeKey, float]] = dataclasses.field(default_factory=dict)
     """(label key, method) -> per-volume class-average Dice of the cell's finished runs (for paired tests)."""
+    snapshot: int | None = None
+    """The runs' snapshots at this iteration (``result_s<N>.json``) rather than their ``best.pt``."""
 
     def markdown(self) -> str:
         g = self.grid
+        checkpoint = "`best.pt`" if self.snapshot is None else (
+            f"`best_s{self.snapshot}.pt`, the best checkpoint as it stood at iteration {self.snapshot} "
+            "(`train.snapshot_steps`)")
         metric = "3D Dice" if self.metric == "3d" else "per-slice Dice (authors' average)"
         lines = [
-            f"# Semi-supervised study: {self.study_dir.name}",
+            f"# Semi-supervised study: {self.study_dir.name}"
+            + ("" if self.snapshot is None else f" — at iteration {self.snapshot}"),
             "",
             f"Protocol `{g.protocol}`, folds {', '.join(map(str, g.folds))}, seeds {', '.join(map(str, g.seeds))}; "
             f"config `{g.config_path or '(defaults)'}`"
             + (f"; overrides `{' '.join(g.base_overrides)}`" if g.base_overrides else "") + ".",
             "",
-            f"Test {metric} of `best.pt`: mean ± std over the test volumes of all folds and seeds; *avg* is each "
+            f"Test {metric} of {checkpoint}: mean ± std over the test volumes of all folds and seeds; *avg* is each "
             "volume's average over the classes. **Bold**: best average per label amount. *p*: paired t-test "
             "(`scipy.stats.ttest_rel`) of the best against the second-best method on per-volume average Dice, "
             "paired by fold, seed and volume; \\* p < 0.05.",
@@ -275,7 +281,7 @@ def build_table(study_dir: str | Path, *, metric: DiceKind = "3d", snapshot: int
     if not results:
         notes.insert(0, "no finished runs yet.")
     return StudyTable(study_dir=root, grid=grid, metric=metric, class_names=class_names, rows=tuple(rows),
-                      notes=tuple(notes), per_volume=volumes_of)
+                      notes=tuple(notes), per_volume=volumes_of, snapshot=snapshot)
 
 
 @dataclass(frozen=True)
@@ -395,10 +401,6 @@ def write_table(
         comparison = comparisons_markdown(reference_comparisons(table, reference), table.metric)
         if comparison:
             parts.append(comparison)
-    if snapshot is not None:  # said under the title
-        head, rest = parts[0].split("\n", 1)
-        parts[0] = (f"{head} — at iteration {snapshot}\n\nThe runs' best checkpoints as they stood at iteration "
-                    f"{snapshot} (`train.snapshot_steps`, `result_s{snapshot}.json`).\n{rest}")
     md = root / f"table{suffix}.md"
     write_text(md, "\n".join(parts))
     csv_path = root / f"table{suffix}.csv"

@@ -539,29 +539,43 @@ class Trainer:
         return tc.patience > 0 and self.stale_epochs >= tc.patience
 
     def snapshot_path(self, step: int) -> Path:
-        """Where the best checkpoint as it stood at iteration ``step`` is kept (``train.snapshot_steps``)."""
+        """Where the best checkpoint as it stood at iteration ``step`` is kept (``train.snapshot_steps``); beside it
+        ``best_s<N>.json`` says where training was then (epochs completed, best validation, elapsed time)."""
         return self.run_dir / f"best_s{step}.pt"
 
-    def _snapshot(self, logger: RunLog, *, passed: bool) -> None:
-        """Copy ``best.pt`` to ``best_s<N>.pt`` for each snapshot iteration N that training has ``passed`` (N below
-        the current step: called before this epoch's validation may change the best) or just reached (N equal to
-        it: called after), once. So the copy is the ``best.pt`` a run with ``max_steps=N`` ends with. Called
-        before ``last.pt`` is written: a run killed in between redoes the epoch end and finds the copy made."""
+    def _snapshot(self, logger: RunLog, *, passed: bool, final: bool = False) -> None:
+        """Copy ``best.pt`` to ``best_s<N>.pt`` once for each snapshot iteration N that is due, so that the copy is
+        the ``best.pt`` a run with ``max_steps=N`` ends with:
+
+        - ``passed``: N is below the current step, called at an epoch end before its validation may change the best
+          (or, with ``final``, at the end of a run stopped by ``max_steps`` / ``max_minutes``: no validation since);
+        - not ``passed``: N equals the current step, called after this epoch end's validation;
+        - ``final`` and not ``passed``: the run ended (``epochs``, early stopping) before N, as a run with
+          ``max_steps=N`` would have.
+
+        A snapshot below the first validation (N < the epoch length) is never taken: a run of N iterations would be
+        validated once at its end, which no longer exists here. Called before ``last.pt`` is written, so that a run
+        killed in between redoes the epoch end and finds the copy made."""
         if not self.is_main:
             return
         for n in self.config.train.snapshots():
-            due = self.step > n if passed else self.step == n
+            if n < self.steps_per_epoch:
+                continue  # warned at the start of fit()
+            if final:
+                due = self.step >= n if passed else self.step < n
+            else:
+                due = self.step > n if passed else self.step == n
             target = self.snapshot_path(n)
-            if not due or target.exists():
-                continue
             best = self.run_dir / "best.pt"
-            if not best.exists():
-                log.warning("snapshot at iteration %d skipped: no validation before it", n)
+            if not due or target.exists() or not best.exists():
                 continue
+            epochs = self.epoch - 1 if passed and not final else self.epoch  # epochs completed by iteration N
+            record = {"step": n, "epochs": epochs, "best_val_dice": self.best_val, "best_epoch": self.best_epoch,
+                      "elapsed_s": round(self.elapsed, 1), "taken_at_step": self.step}
+            write_text(target.with_suffix(".json"), json.dumps(record, indent=1))  # before the .pt: it marks "done"
             with atomic_output(target) as tmp:
                 shutil.copyfile(best, tmp)
-            logger.write({"event": "snapshot", "step": n, "taken_at_step": self.step, "best_val_dice": self.best_val,
-                          "best_epoch": self.best_epoch, "file": target.name}, "snapshot")
+            logger.write({"event": "snapshot", "step": n, "best_val_dice": self.best_val}, "snapshot")
 
     def data_summary(self) -> str:
         """One line on what this run trains on: labelled / unlabelled subjects and slices, the other parts of the
@@ -611,6 +625,10 @@ class Trainer:
             save_config(self.config, self.run_dir / "config.yaml")
             save_split(self.data.split, self.run_dir)
         logger = RunLog(self.run_dir, resume_step=self._resumed_from) if self.is_main else NoLogger()
+        early = [n for n in tc.snapshots() if n < self.steps_per_epoch]
+        if early:
+            log.warning("train.snapshot_steps %s: below the first validation (iteration %d), no snapshot is taken",
+                        early, self.steps_per_epoch)
         start = time.perf_counter() - self.elapsed
         stop_reason = "epochs"
         bar = tqdm(total=self.steps_per_epoch, disable=not self.progress, leave=False, dynamic_ncols=True)
@@ -619,7 +637,8 @@ class Trainer:
                 bar.reset(total=self.steps_per_epoch)
                 bar.update(max(self.step - self.epoch * self.steps_per_epoch, 0))
                 bar.set_description(f"epoch {self.epoch + 1}")
-                epoch_done = False
+                # True when resumed from the last.pt of an epoch's last iteration (written before its validation)
+                epoch_done = self.step >= (self.epoch + 1) * self.steps_per_epoch
                 while not epoch_done:
                     stage_over, out_of_time = self._main_decides(
                         self._selftrain_stage_over(start),
@@ -666,6 +685,9 @@ class Trainer:
                 if self.best_epoch < 0:  # never validated: make sure best.pt exists
                     self.best_val = self._validate_on_main()[0]
                     self.save("best.pt")
+                self._snapshot(logger, passed=True, final=True)  # a rerun of fit() from last.pt redoes this
+            else:
+                self._snapshot(logger, passed=False, final=True)
         finally:
             bar.close()
             logger.close()
