@@ -27,7 +27,7 @@ FLOORS: dict[str, int] = {
     "sdnet.checkpoint": 2, "sdnet.inference": 2, "sdnet.visualise": 2,
     "sdnet.evaluation": 3, "sdnet.export": 3, "sdnet.analysis": 3, "sdnet.predict_report": 3,
     "sdnet.training": 4, "sdnet.predict": 4, "sdnet.analysis.run_io": 4, "sdnet.analysis.runs": 4,
-    "sdnet.analysis.report": 4,
+    "sdnet.analysis.report": 4, "sdnet.analysis.gradients": 4,
     "sdnet.study": 5,
     "sdnet.cli": 6, "sdnet.__main__": 6,
     "sdnet": 7,  # the package's lazy namespace (PEP 562) re-exports from every floor

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from sdnet.analysis import runs
+from sdnet.analysis.gradients import analyse_gradients
 from sdnet.analysis.indices import read_mask_series, subject_indices, write_agreement, write_indices
 from sdnet.analysis.report import analyse_report
 from sdnet.checkpoint import stored_config
@@ -270,6 +271,9 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         runs.analyse_modality(ckpt, out, data_root=args.data, modality=args.modality)
     elif args.analysis == "volume":
         runs.analyse_volume(ckpt, out, data_root=args.data, baseline=args.baseline)
+    elif args.analysis == "gradients":
+        analyse_gradients(ckpt, out, data_root=args.data, batches=args.batches, batch_size=args.batch_size,
+                          seed=args.seed)
     else:
         runs.analyse_arithmetic(ckpt, out, data_root=args.data, images=args.images)
     name = args.analysis

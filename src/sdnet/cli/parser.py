@@ -270,6 +270,7 @@ EPILOG_ANALYSE = """examples:
   sdnet analyse arithmetic --checkpoint runs/acdc_cpu --out runs/acdc_cpu/analysis
   sdnet analyse volume --checkpoint runs/l1_vol --baseline runs/l1            # LV volume; Dice change it brought
   sdnet analyse report --checkpoint runs/mrct                                 # all of the above, report.html
+  sdnet analyse gradients --checkpoint runs/l1 --batches 16                   # which loss term drives which network
 """
 
 
@@ -296,6 +297,8 @@ def _add_analyse(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "volume": "LV volume of the test volumes from the area regressor on s and from the model's segmentation, "
         "vs the truth (mL when the voxel size is known; paired t-tests); with --baseline, the Dice change "
         "(paper §5.2)",
+        "gradients": "which loss term drives which network: per-term gradient norms, shares of each generator "
+        "step's gradient and cosines, on f_anatomy, f_modality, g and h (our diagnostic); on training batches",
     }
     for name, text in helps.items():
         a = asub.add_parser(name, help=text.split(";")[0], description=text)
@@ -312,6 +315,10 @@ def _add_analyse(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         if name == "volume":
             a.add_argument("--baseline", type=Path, help="checkpoint to compare test Dice with (e.g. before "
                            "fine-tuning with volume labels); must share the test subjects")
+        if name == "gradients":
+            a.add_argument("--batches", type=int, default=8, help="batches to average over (default 8)")
+            a.add_argument("--batch-size", type=int, help="images per batch (default: the run's train.batch_size)")
+            a.add_argument("--seed", type=int, default=0, help="seed of the batch draw and the VAE noise (default 0)")
 
 
 def _add_indices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -52,6 +52,7 @@ from sdnet.losses import (
 )
 from sdnet.metrics import area_percent
 from sdnet.models import MaskDiscriminator, SDNet, UNetSegmenter
+from sdnet.models.sdnet import SDNetOutput
 from sdnet.training.optim import KerasAdam
 
 
@@ -114,19 +115,13 @@ def _finish(loss: Tensor, terms: dict[str, Tensor], optimizer: KerasAdam, what: 
     return out
 
 
-def supervised_step(
-    model: SDNet, image: Tensor, masks: Tensor, optimizer: KerasAdam, weights: LossWeights, *, n_classes: int,
+def supervised_terms(
+    model: SDNet, image: Tensor, masks: Tensor, weights: LossWeights, *, n_classes: int,
     volume_class: int | None = None,
-) -> StepResult:
-    """Labelled batch: λ2 L_segm + λ4 L_rec + λ1 L_KL (no adversarial term on labelled data, as the authors),
-    plus the optional cross-entropy when ``weights.ce`` > 0, and λ_vol L_vol on the LV area of the masks when
-    ``weights.vol`` > 0 and the model has an area regressor (LV-volume multi-task, paper §5.2).
-
-    Args:
-        image: (B, 1, H, W) in [−1, 1].
-        masks: (B, H, W) int64 class indices.
-        volume_class: class index of the LV cavity (needed for the volume term).
-    """
+) -> tuple[dict[str, Tensor], SDNetOutput]:
+    """The unweighted loss terms of :func:`supervised_step` (``segm``, ``rec``, ``kl``; ``ce``, ``vol`` when their
+    λ > 0; ``rec`` dropped when λ4 = 0) and the forward pass they came from. Shared with the gradient analysis
+    (:mod:`sdnet.analysis.gradients`), so that it measures exactly the terms training optimises."""
     out = model(image)
     target = one_hot_foreground(masks, n_classes)
     terms = {
@@ -140,6 +135,23 @@ def supervised_step(
         terms["ce"] = cross_entropy(out.mask_logits, masks)
     if weights.vol > 0 and model.area_regressor is not None and volume_class is not None:
         terms["vol"] = area_regression(model.regress_area(out.anatomy), area_percent(masks, volume_class))
+    return terms, out
+
+
+def supervised_step(
+    model: SDNet, image: Tensor, masks: Tensor, optimizer: KerasAdam, weights: LossWeights, *, n_classes: int,
+    volume_class: int | None = None,
+) -> StepResult:
+    """Labelled batch: λ2 L_segm + λ4 L_rec + λ1 L_KL (no adversarial term on labelled data, as the authors),
+    plus the optional cross-entropy when ``weights.ce`` > 0, and λ_vol L_vol on the LV area of the masks when
+    ``weights.vol`` > 0 and the model has an area regressor (LV-volume multi-task, paper §5.2).
+
+    Args:
+        image: (B, 1, H, W) in [−1, 1].
+        masks: (B, H, W) int64 class indices.
+        volume_class: class index of the LV cavity (needed for the volume term).
+    """
+    terms, out = supervised_terms(model, image, masks, weights, n_classes=n_classes, volume_class=volume_class)
     losses = _finish(weighted_sum(terms, weights), terms, optimizer, "supervised step")
     return StepResult(losses=losses, anatomy=out.anatomy.detach(), modality=out.modality.z.detach().float())
 
@@ -175,6 +187,22 @@ def z_reconstruction_step(model: SDNet, anatomy: Tensor, optimizer: KerasAdam, w
     return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "z-reconstruction step"))
 
 
+def unsupervised_terms(
+    model: SDNet, discriminator: MaskDiscriminator | None, image: Tensor, weights: LossWeights
+) -> tuple[dict[str, Tensor], SDNetOutput]:
+    """The unweighted loss terms of :func:`unsupervised_step` (``rec``, ``kl``, and ``adv`` computed with D frozen,
+    so that no gradient reaches D) and the forward pass they came from."""
+    out = model(image)
+    terms = {
+        "rec": l1_reconstruction(image, out.reconstruction),
+        "kl": kl_divergence(out.modality.mu, out.modality.logvar),
+    }
+    if discriminator is not None and weights.adv > 0:
+        with frozen(discriminator):
+            terms["adv"] = lsgan_generator_loss(discriminator(out.mask_probabilities[:, 1:]))
+    return terms, out
+
+
 def unsupervised_step(
     model: SDNet,
     discriminator: MaskDiscriminator | None,
@@ -192,18 +220,11 @@ def unsupervised_step(
         losses, the detached anatomy (for the z-reconstruction step) and the detached predicted foreground masks
         (B, L, H, W) for the discriminator's fake pool.
     """
-    out = model(image)
+    terms, out = unsupervised_terms(model, discriminator, image, weights)
+    # D's parameters took no part in the graph (frozen while the adversarial term was computed), so the backward
+    # pass outside the frozen block gives D no gradient either.
+    losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
     fake = out.mask_probabilities[:, 1:]
-    terms = {
-        "rec": l1_reconstruction(image, out.reconstruction),
-        "kl": kl_divergence(out.modality.mu, out.modality.logvar),
-    }
-    if discriminator is not None and weights.adv > 0:
-        with frozen(discriminator):
-            terms["adv"] = lsgan_generator_loss(discriminator(fake))
-            losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
-    else:
-        losses = _finish(weighted_sum(terms, weights), terms, optimizer, "unsupervised step")
     # float32 fakes for the pool, whatever the forward pass's precision (the pool outlives precision changes).
     return StepResult(losses=losses, anatomy=out.anatomy.detach(), fake_masks=fake.detach().float(),
                       modality=out.modality.z.detach().float())
@@ -222,23 +243,11 @@ def _buffers_kept(module: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
-def factor_step(
-    model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, optimizer: KerasAdam, weights: LossWeights, *,
-    n_classes: int,
-) -> StepResult:
-    """SDNet+ (our addition, not in the paper): use the factors to make new training images.
-
-    x̃ = g(s_i, z_j) re-renders anatomy s_i with another modality factor z_j (no gradient: an augmentation drawn by
-    the model itself). Then λ_mix L_mix segments x̃ against the target of x_i (Dice + cross-entropy) and λ_acons
-    L_acons asks f_anatomy(x̃) to equal s_i. Updates f_anatomy and h only (``optimizer`` holds
-    :func:`factor_parameters`): the decoder and f_modality are not asked to change so that the re-rendering looks
-    easier, and the decoder's BatchNorm statistics are left as they were.
-
-    Args:
-        anatomy: (B, C, H, W) detached anatomy factors s_i.
-        masks: (B, H, W) int64 targets of the images s_i came from (true masks, or detached own segmentations).
-        codes: (B, n_z) modality factors to render with, paired row by row with ``anatomy``.
-    """
+def factor_terms(
+    model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, weights: LossWeights, *, n_classes: int,
+) -> dict[str, Tensor]:
+    """The unweighted loss terms of :func:`factor_step` (``mix``, ``acons`` as their λ > 0); the re-rendering
+    x̃ = g(s_i, z_j) is made without gradient and leaves g's BatchNorm statistics as they were."""
     with torch.no_grad(), _buffers_kept(model.decoder):  # the re-rendering changes no state of g
         rendered = model.decode(anatomy, codes.to(anatomy.dtype))
     s_tilde = model.anatomy_encoder(rendered)
@@ -249,6 +258,27 @@ def factor_step(
                         + cross_entropy(seg.logits, masks))
     if weights.acons > 0:
         terms["acons"] = anatomy_consistency(s_tilde, anatomy)
+    return terms
+
+
+def factor_step(
+    model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, optimizer: KerasAdam, weights: LossWeights, *,
+    n_classes: int,
+) -> StepResult:
+    """SDNet+ (our addition, not in the paper): use the factors to make new training images.
+
+    x̃ = g(s_i, z_j) re-renders anatomy s_i with another modality factor z_j (no gradient: an augmentation drawn by
+    the model itself). Then λ_mix L_mix segments x̃ against the target of x_i (Dice + cross-entropy) and λ_acons
+    L_acons asks f_anatomy(x̃) to equal s_i (:func:`factor_terms`). Updates f_anatomy and h only (``optimizer``
+    holds :func:`factor_parameters`): the decoder and f_modality are not asked to change so that the re-rendering
+    looks easier, and the decoder's BatchNorm statistics are left as they were.
+
+    Args:
+        anatomy: (B, C, H, W) detached anatomy factors s_i.
+        masks: (B, H, W) int64 targets of the images s_i came from (true masks, or detached own segmentations).
+        codes: (B, n_z) modality factors to render with, paired row by row with ``anatomy``.
+    """
+    terms = factor_terms(model, anatomy, masks, codes, weights, n_classes=n_classes)
     return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "factor step"))
 
 
