@@ -14,7 +14,8 @@ shopt -s nullglob
 seen=""
 while true; do
   dirs=(); for pair in "$@"; do dirs+=("${pair%%=*}"); done
-  n=$(for d in "${dirs[@]}"; do ls "$d"/*/*/*/result.json 2>/dev/null; done | xargs -r grep -l '"sdnet.study.run' | wc -l)
+  results=(); for d in "${dirs[@]}"; do results+=("$d"/*/*/*/result.json); done
+  n=$( (( ${#results[@]} )) && grep -l '"sdnet.study.run' "${results[@]}" | wc -l || echo 0)
   if [[ "$n" != "$seen" ]]; then
     paths=()
     for pair in "$@"; do
