@@ -12,8 +12,8 @@ set -uo pipefail
 interval="$1"; shift
 shopt -s nullglob
 seen=""
+dirs=(); for pair in "$@"; do dirs+=("${pair%%=*}"); done
 while true; do
-  dirs=(); for pair in "$@"; do dirs+=("${pair%%=*}"); done
   results=(); for d in "${dirs[@]}"; do results+=("$d"/*/*/*/result.json); done
   n=$( (( ${#results[@]} )) && grep -l '"sdnet.study.run' "${results[@]}" | wc -l || echo 0)
   if [[ "$n" != "$seen" ]]; then

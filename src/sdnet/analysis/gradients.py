@@ -38,8 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sdnet.analysis.run_io import load_analysis_input, write_numbers
-from sdnet.checkpoint import load_checkpoint
+from sdnet.analysis.run_io import load_analysis_input, volume_images, write_numbers
 from sdnet.config import LossWeights, ModelConfig
 from sdnet.data.pipeline import PreprocessedVolume
 from sdnet.errors import SDNetError
@@ -111,11 +110,6 @@ def gradient_statistics(grads: Mapping[str, Mapping[str, Tensor]]) -> dict[str, 
     return {"norm": norm, "share": share, "dominant": dominant, "cosine": cosine}
 
 
-def _images(volumes: Sequence[PreprocessedVolume]) -> Tensor:
-    """Every slice of the volumes, (N, 1, H, W) (N = 0 without volumes)."""
-    return torch.from_numpy(np.concatenate([v.image for v in volumes])) if volumes else torch.zeros(0, 1, 1, 1)
-
-
 def _labels(volumes: Sequence[PreprocessedVolume]) -> Tensor:
     """The masks of every slice, (N, H, W) int64; the volumes all have labels."""
     return torch.from_numpy(np.concatenate([v.label for v in volumes if v.label is not None])).long()
@@ -169,9 +163,9 @@ def _gradients(checkpoint: str | Path, *, data_root: str | Path | None, batches:
     labelled = [v for v in data.train if v.subject_id in labelled_ids and v.label is not None]
     if not labelled:
         raise SDNetError(f"{checkpoint}: no labelled training slices in the saved split to take gradients on")
-    x_lab, m_lab = _images(labelled), _labels(labelled)
-    x_unl = _images([v for v in data.train if v.subject_id not in labelled_ids])
-    state = load_checkpoint(checkpoint)
+    x_lab, m_lab = volume_images(labelled), _labels(labelled)
+    x_unl = volume_images([v for v in data.train if v.subject_id not in labelled_ids])
+    state = data.state
     discriminator = _discriminator(state, config.model)
     b = batch_size or config.train.batch_size
     networks = {name: getattr(model, name) for name in NETWORKS}

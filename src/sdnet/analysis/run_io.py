@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class AnalysisInput:
         class_names: foreground class names 1..L.
         train / test: preprocessed volumes of the training / test subjects (every phase, labelled or not, every
             modality read).
+        state: the raw checkpoint dict (its ``step``, the discriminator's weights, ...), as read once.
     """
 
     model: SDNet
@@ -46,6 +47,7 @@ class AnalysisInput:
     class_names: tuple[str, ...]
     train: tuple[PreprocessedVolume, ...]
     test: tuple[PreprocessedVolume, ...]
+    state: Mapping[str, Any]
 
 
 def load_analysis_input(checkpoint: str | Path, *, data_root: str | Path | None = None,
@@ -75,7 +77,7 @@ def load_analysis_input(checkpoint: str | Path, *, data_root: str | Path | None 
     if not test:
         raise SDNetError(f"{config.data.root}: none of the checkpoint's {len(split.test)} test subjects found")
     return AnalysisInput(model=model, config=config, split=split, class_names=run.class_names, train=train,
-                         test=test)
+                         test=test, state=run.state)
 
 
 def prepared_volumes(volumes: Sequence[PreprocessedVolume]) -> list[PreparedVolume]:
