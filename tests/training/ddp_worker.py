@@ -45,6 +45,12 @@ def sync_error() -> float:
     return max(float((p.grad - g).abs().max()) for p, g in zip(net.parameters(), full, strict=True))
 
 
+def leave() -> None:
+    """Leave the group together: no process tears gloo down while another still writes or communicates."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main() -> int:
     phantom, run_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     error = sync_error()
@@ -59,7 +65,7 @@ def main() -> int:
         except NonFiniteLossError as exc:
             out.mkdir(parents=True, exist_ok=True)
             (out / f"stopped_rank{dist.get_rank()}.txt").write_text(f"{trainer.step}\n{exc}")
-        dist.destroy_process_group()
+        leave()
         return 0
     if not trainer.is_main:  # rank 1 must not write: every writer of the trainer raises here
         def refuse(*args: object, **kwargs: object) -> None:
@@ -85,7 +91,7 @@ def main() -> int:
         torch.save({"params": parameters(trainer), "equal_every_step": checks, "steps": trainer.step,
                     "sync_error": error},
                    out / "final.pt")
-    dist.destroy_process_group()
+    leave()
     return 0
 
 

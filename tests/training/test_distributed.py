@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,31 @@ def _torchrun(*args: str, restarts: int = 0) -> list[str]:
             "--max-restarts", str(restarts), *args]
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _run_workers(phantom: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """tests/training/ddp_worker.py under torchrun with 2 processes, run folder ``tmp_path/ddp``, output
+    ``tmp_path/out``.
+
+    One rerun from scratch, with a warning, where a worker died of gloo's C++ teardown abort (seen once in CI,
+    never in 40 local reruns; the workers now leave through a barrier). Any other failure, including every
+    assertion of the worker, fails at once."""
+    def once() -> subprocess.CompletedProcess[str]:
+        for folder in ("ddp", "out"):
+            shutil.rmtree(tmp_path / folder, ignore_errors=True)
+        return subprocess.run(_torchrun(str(WORKER), str(phantom), str(tmp_path / "ddp"), str(tmp_path / "out"),
+                                        *args), env=_env(), capture_output=True, text=True, timeout=300)
+
+    run = once()
+    if run.returncode != 0 and TEARDOWN_ABORT in run.stderr and "Traceback (most recent call last)" not in \
+            run.stderr.split(TEARDOWN_ABORT)[0]:
+        warnings.warn(f"a torchrun worker aborted in gloo's teardown; rerunning once:\n{run.stderr[-1500:]}",
+                      stacklevel=2)
+        run = once()
+    return run
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
@@ -53,9 +80,8 @@ def _flat(nets: list[torch.nn.Module]) -> torch.Tensor:
 
 def test_two_processes_keep_equal_parameters_and_only_rank0_writes(tiny_phantom: Path, tmp_path: Path):
     steps = ["train.max_steps=6"]
-    run = subprocess.run(_torchrun(str(WORKER), str(tiny_phantom), str(tmp_path / "ddp"), str(tmp_path / "out"),
-                                   *steps), env=_env(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = _run_workers(tiny_phantom, tmp_path, *steps)
+    assert run.returncode == 0, run.stderr[-6000:]
     final = torch.load(tmp_path / "out" / "final.pt")
     assert final["steps"] == 6 and final["equal_every_step"] == [True] * 6
     assert final["sync_error"] < 1e-6  # averaged shard gradients = the global batch's (no BatchNorm)
@@ -87,9 +113,8 @@ def test_two_processes_keep_equal_parameters_and_only_rank0_writes(tiny_phantom:
 
 def test_resume_with_another_process_count_says_what_differs(tiny_phantom: Path, tmp_path: Path,
                                                              caplog: pytest.LogCaptureFixture):
-    run = subprocess.run(_torchrun(str(WORKER), str(tiny_phantom), str(tmp_path / "ddp"), str(tmp_path / "out"),
-                                   "train.max_steps=3"), env=_env(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = _run_workers(tiny_phantom, tmp_path, "train.max_steps=3")
+    assert run.returncode == 0, run.stderr[-6000:]
     with caplog.at_level(logging.WARNING, logger="sdnet"):
         resumed = Trainer.resume(tmp_path / "ddp", overrides=["train.max_steps=5"])
     assert resumed.step == 3
@@ -161,10 +186,8 @@ def test_torchrun_needs_one_named_run_folder(monkeypatch: pytest.MonkeyPatch, tm
 
 
 def test_a_non_finite_loss_on_one_process_stops_every_process(tiny_phantom: Path, tmp_path: Path):
-    run = subprocess.run(_torchrun(str(WORKER), str(tiny_phantom), str(tmp_path / "ddp"), str(tmp_path / "out"),
-                                   "train.max_steps=4", "nan-on-rank1"), env=_env(), capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = _run_workers(tiny_phantom, tmp_path, "train.max_steps=4", "nan-on-rank1")
+    assert run.returncode == 0, run.stderr[-6000:]
     first, second = ((tmp_path / "out" / f"stopped_rank{r}.txt").read_text().split("\n", 1) for r in (0, 1))
     assert first[0] == second[0] == "0"  # the same step on both processes, before any update
     assert "another process' shard is non-finite" in first[1] and "the loss is nan" in second[1]

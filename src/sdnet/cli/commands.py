@@ -54,9 +54,12 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        return _train(args)
-    finally:
-        shutdown()  # leave a torchrun process group (nothing in one process)
+        code = _train(args)
+    except BaseException:
+        shutdown(together=False)  # a peer may never arrive after an error
+        raise
+    shutdown()  # leave a torchrun process group together (nothing in one process)
+    return code
 
 
 def _train(args: argparse.Namespace) -> int:

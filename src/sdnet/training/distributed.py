@@ -162,9 +162,17 @@ def _init_process_group(backend: str, rank: int, world: int) -> None:
         dist.init_process_group(backend=backend)
 
 
-def shutdown() -> None:
-    """Leave the process group (at the end of ``sdnet train``); nothing outside one."""
+def shutdown(*, together: bool = True) -> None:
+    """Leave the process group (at the end of ``sdnet train``); nothing outside one.
+
+    Args:
+        together: first wait until every process is here (a barrier), so that no process tears its connections
+            down while another still writes or communicates (a process leaving early can make a peer's gloo abort
+            at exit). ``False`` after an error, where a peer may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
