@@ -37,7 +37,7 @@ SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 """The values of ``train.schedule``: the authors' per-step updates, or the paper's single objective."""
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
-PlusSource = Literal["batch", "prior", "both", "own"]
+PlusSource = Literal["batch", "prior", "both", "own", "input"]
 PLUS_SOURCES: tuple[str, ...] = typing.get_args(PlusSource)
 """The values of ``train.precision``: float32, or bfloat16 mixed precision (autocast)."""
 
@@ -418,7 +418,8 @@ class TrainConfig:
             ``batch`` (the codes of the iteration's other batch: labelled anatomies with unlabelled images' z and
             vice versa), ``prior`` (z ~ N(0, I)), ``both`` (the first half of the rows batch codes, the rest
             prior) or ``own`` (each image's own z: x̃ is its reconstruction — the control that keeps SDNet+'s extra
-            segmentation update on decoded images but changes no modality).
+            segmentation update on decoded images but changes no modality) or ``input`` (x̃ = x_i, no decoder: the
+            control that keeps only the extra segmentation update on the iteration's own images).
         plus_unlabelled: SDNet+ also re-renders the unlabelled batch (targets: the model's own detached
             segmentation of those images); False: the labelled batch only.
     """

@@ -95,3 +95,24 @@ def test_analyse_gradients_refuses_a_baseline_and_bad_batches(tiny_phantom: Path
     Trainer(cfg, tmp_path / "unet", progress=False).fit()
     with pytest.raises(SDNetError, match="no anatomy and modality factors"):
         analyse_gradients(tmp_path / "unet")
+
+
+def test_analyse_gradients_gives_the_input_control_its_images(tiny_phantom: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch):
+    """``train.plus_z=input``: the factor step of the analysis segments the rows' input images, as training does."""
+    import sdnet.analysis.gradients as module
+
+    cfg = apply_overrides(tiny_config(tiny_phantom, max_steps=2, epochs=1), ["loss.mix=10", "train.plus_z=input"])
+    Trainer(cfg, tmp_path / "run", progress=False).fit()
+    seen: list[int] = []
+    real = module.plus_images
+
+    def spy(labelled: torch.Tensor, unlabelled: torch.Tensor | None, *, rows: int) -> torch.Tensor:
+        images = real(labelled, unlabelled, rows=rows)
+        seen.append(images.shape[0])
+        return images
+
+    monkeypatch.setattr(module, "plus_images", spy)
+    mix = analyse_gradients(tmp_path / "run", batches=1)["steps"]["factor"]["terms"]["mix"]
+    assert seen == [2 * cfg.train.batch_size]  # the labelled and the unlabelled batch
+    assert mix["norm"]["anatomy_encoder"] > 0 and mix["norm"]["decoder"] == 0

@@ -12,9 +12,9 @@ from sdnet.config import ConfigError, LossWeights, apply_overrides
 from sdnet.models import build_sdnet
 from sdnet.study.grid import METHODS
 from sdnet.training import Trainer
-from sdnet.training.methods import plus_pairs
+from sdnet.training.methods import plus_images, plus_pairs
 from sdnet.training.optim import KerasAdam
-from sdnet.training.steps import StepResult, factor_parameters, factor_step
+from sdnet.training.steps import StepResult, factor_parameters, factor_step, factor_terms
 
 from ..helpers import tiny_config
 
@@ -74,6 +74,50 @@ def test_plus_pairs_render_each_anatomy_with_another_images_code():
     assert torch.equal(codes, torch.cat([sup.modality, uns.modality]))  # the control: each image's own code
 
 
+def test_the_input_control_segments_the_images_themselves_and_never_decodes():
+    """train.plus_z=input: the factor step's x̃ is x_i itself — the decoder is not run, the codes do not matter, the
+    terms are those of segmenting x_i, and the step changes f_anatomy and h only, like the re-rendering."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = build_sdnet(cfg.model)
+    model.train()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        out = model(x)
+    masks = torch.randint(0, 4, (4, 32, 32))
+    weights = LossWeights(mix=10.0)
+
+    def no_decoder(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the input control ran the decoder")
+
+    decode = model.decode
+    model.decode = no_decoder  # type: ignore[method-assign,assignment]
+    a = factor_terms(model, out.anatomy, masks, torch.randn(4, cfg.model.n_z), weights, n_classes=4, images=x)
+    b = factor_terms(model, out.anatomy, masks, torch.zeros(4, cfg.model.n_z), weights, n_classes=4, images=x)
+    assert torch.equal(a["mix"], b["mix"])  # the codes are unused
+    model.decode = decode  # type: ignore[method-assign]
+    rendered = factor_terms(model, out.anatomy, masks, torch.zeros(4, cfg.model.n_z), weights, n_classes=4)
+    assert not torch.equal(a["mix"], rendered["mix"])  # and it is not the re-rendering
+    before = {name: _snapshot(getattr(model, name)) for name in
+              ("anatomy_encoder", "segmentor", "decoder", "modality_encoder")}
+    optimizer = KerasAdam(factor_parameters(model), cfg.optim)
+    factor_step(model, out.anatomy, masks, torch.zeros(4, cfg.model.n_z), optimizer, weights, n_classes=4, images=x)
+    after = {name: _snapshot(getattr(model, name)) for name in before}
+    for name in ("decoder", "modality_encoder"):
+        assert all(torch.equal(v, after[name][k]) for k, v in before[name].items()), name
+    for name in ("anatomy_encoder", "segmentor"):
+        assert any(not torch.equal(v, after[name][k]) for k, v in before[name].items() if v.is_floating_point()), name
+
+
+def test_plus_images_are_the_inputs_of_the_rows():
+    lab, unl = torch.zeros(4, 1, 8, 8), torch.ones(3, 1, 8, 8)
+    assert plus_images(lab, unl, rows=4) is lab  # train.plus_unlabelled=false: the labelled batch only
+    both = plus_images(lab, unl, rows=7)
+    assert torch.equal(both[:4], lab) and torch.equal(both[4:], unl)  # the rows' order of plus_pairs
+    with pytest.raises(ValueError, match="rows"):
+        plus_images(lab, None, rows=7)
+
+
 def test_sdnet_plus_trains_in_the_trainer_and_resumes(tiny_phantom: Path, tmp_path: Path):
     cfg = apply_overrides(tiny_config(tiny_phantom, epochs=1, steps_per_epoch=3, checkpoint_every=2),
                           [*METHODS["sdnetplus"], "train.plus_z=both"])
@@ -84,6 +128,8 @@ def test_sdnet_plus_trains_in_the_trainer_and_resumes(tiny_phantom: Path, tmp_pa
     trainer.fit()
     resumed = Trainer.resume(tmp_path / "run", overrides=["train.epochs=2"])
     assert resumed.config.loss.mix == 10 and resumed.optimisers["factors"].state_dict()["updates"] > 0
+    control = Trainer(apply_overrides(cfg, list(METHODS["sdnetplus-input"])), tmp_path / "input")
+    assert control.config.train.plus_z == "input" and "plus_mix" in control.train_iteration()
     # SDNet+ needs SDNet's decoder and the authors' schedule
     for bad in (["train.method=gan"], ["train.schedule=joint"]):
         with pytest.raises(ConfigError, match="SDNet"):

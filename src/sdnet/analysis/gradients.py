@@ -43,7 +43,7 @@ from sdnet.config import LossWeights, ModelConfig
 from sdnet.data.pipeline import PreprocessedVolume
 from sdnet.errors import SDNetError
 from sdnet.models import MaskDiscriminator, build_discriminator
-from sdnet.training.methods import plus_pairs
+from sdnet.training.methods import plus_images, plus_pairs
 from sdnet.training.steps import StepResult, factor_terms, supervised_terms, unsupervised_terms
 
 NETWORKS = ("anatomy_encoder", "modality_encoder", "decoder", "segmentor")
@@ -196,7 +196,10 @@ def _gradients(checkpoint: str | Path, *, data_root: str | Path | None, batches:
         if weights.plus:
             s, m, codes = plus_pairs(sup, m_lab[pick], uns, source=config.train.plus_z,
                                      unlabelled=config.train.plus_unlabelled, n_z=model.modality_encoder.n_z)
-            record("factor", factor_terms(model, s, m, codes, weights, n_classes=n_classes))
+            inputs = None
+            if config.train.plus_z == "input":
+                inputs = plus_images(x_lab[pick], x_unl[pick_u] if uns is not None else None, rows=s.shape[0])
+            record("factor", factor_terms(model, s, m, codes, weights, n_classes=n_classes, images=inputs))
     steps: dict[str, Any] = {}
     for step, records in per_step.items():
         if not records:

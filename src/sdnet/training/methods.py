@@ -157,7 +157,8 @@ def plus_pairs(sup: StepResult, masks: torch.Tensor, uns: StepResult | None, *, 
     each labelled anatomy with an unlabelled image's z and each unlabelled anatomy with a labelled image's (rolled
     by one within the batch when there is no unlabelled batch); ``prior`` draws z ~ N(0, I); ``both`` keeps the
     batch codes for the first half of the rows and draws the rest; ``own`` gives each row its own image's code (a
-    reconstruction: the control without a change of modality).
+    reconstruction: the control without a change of modality); ``input`` segments the rows' input images instead
+    (:func:`plus_images`; the codes are then unused).
     """
     assert sup.anatomy is not None and sup.modality is not None
     anatomy, targets, own = [sup.anatomy], [masks], [sup.modality]
@@ -189,17 +190,29 @@ def plus_pairs(sup: StepResult, masks: torch.Tensor, uns: StepResult | None, *, 
     return s, m, codes
 
 
+def plus_images(labelled: torch.Tensor, unlabelled: torch.Tensor | None, rows: int) -> torch.Tensor:
+    """The input images of :func:`plus_pairs`' ``rows`` rows (``train.plus_z=input``): the labelled batch, then the
+    unlabelled one when its rows are there."""
+    if rows == labelled.shape[0]:
+        return labelled
+    if unlabelled is None or rows != labelled.shape[0] + unlabelled.shape[0]:
+        raise ValueError(f"SDNet+ has {rows} rows to segment, not the labelled batch ({labelled.shape[0]}) or both "
+                         "batches")
+    return torch.cat([labelled, unlabelled])
+
+
 def _cycle(rows: torch.Tensor, n: int) -> torch.Tensor:
     """The first ``n`` rows of ``rows`` repeated as often as needed."""
     return rows.repeat(-(-n // rows.shape[0]), 1)[:n]
 
 
-def _factor_update(ctx: IterationContext[SDNet], sup: StepResult, masks: torch.Tensor,
-                   uns: StepResult | None) -> dict[str, float]:
+def _factor_update(ctx: IterationContext[SDNet], sup: StepResult, masks: torch.Tensor, uns: StepResult | None,
+                   images: tuple[torch.Tensor, torch.Tensor | None]) -> dict[str, float]:
     s, m, codes = plus_pairs(sup, masks, uns, source=ctx.plus_z, unlabelled=ctx.plus_unlabelled,
                              n_z=ctx.model.modality_encoder.n_z)
+    inputs = plus_images(*images, rows=s.shape[0]) if ctx.plus_z == "input" else None
     losses = factor_step(ctx.model, s, m, codes, ctx.optimisers["factors"], ctx.weights,
-                         n_classes=ctx.n_classes).losses
+                         n_classes=ctx.n_classes, images=inputs).losses
     return {f"plus_{k}": v for k, v in losses.items()}
 
 
@@ -222,7 +235,7 @@ def sdnet_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, float]
         logs["volume_vol"] = _volume_update(ctx, step)
     if ctx.streams.unlabelled is None:
         if w.plus:
-            logs.update(_factor_update(ctx, sup, m.to(dev), None))
+            logs.update(_factor_update(ctx, sup, m.to(dev), None, (x.to(dev), None)))
         return logs
     xu, _ = ctx.streams.unlabelled.batch(step)
     uns = unsupervised_step(model, ctx.discriminator, xu.to(dev), ctx.optimisers["unsupervised"], w)
@@ -230,7 +243,7 @@ def sdnet_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, float]
     if w.zrec > 0 and uns.anatomy is not None:
         logs["unsup_zrec"] = z_reconstruction_step(model, uns.anatomy, ctx.optimisers["zrec"], w).losses["zrec"]
     if w.plus:
-        logs.update(_factor_update(ctx, sup, m.to(dev), uns))
+        logs.update(_factor_update(ctx, sup, m.to(dev), uns, (x.to(dev), xu.to(dev))))
     if ctx.discriminator is not None and uns.fake_masks is not None:
         logs["disc"] = _discriminator_update(ctx, step, uns.fake_masks)
     return logs

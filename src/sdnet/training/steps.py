@@ -245,11 +245,16 @@ def _buffers_kept(module: nn.Module) -> Iterator[None]:
 
 def factor_terms(
     model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, weights: LossWeights, *, n_classes: int,
+    images: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The unweighted loss terms of :func:`factor_step` (``mix``, ``acons`` as their λ > 0); the re-rendering
-    x̃ = g(s_i, z_j) is made without gradient and leaves g's BatchNorm statistics as they were."""
-    with torch.no_grad(), _buffers_kept(model.decoder):  # the re-rendering changes no state of g
-        rendered = model.decode(anatomy, codes.to(anatomy.dtype))
+    x̃ = g(s_i, z_j) is made without gradient and leaves g's BatchNorm statistics as they were. With ``images``
+    (the control ``train.plus_z=input``) x̃ is the input image x_i itself: the same update without the decoder."""
+    if images is not None:
+        rendered = images
+    else:
+        with torch.no_grad(), _buffers_kept(model.decoder):  # the re-rendering changes no state of g
+            rendered = model.decode(anatomy, codes.to(anatomy.dtype))
     s_tilde = model.anatomy_encoder(rendered)
     terms: dict[str, Tensor] = {}
     if weights.mix > 0:
@@ -263,7 +268,7 @@ def factor_terms(
 
 def factor_step(
     model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, optimizer: KerasAdam, weights: LossWeights, *,
-    n_classes: int,
+    n_classes: int, images: Tensor | None = None,
 ) -> StepResult:
     """SDNet+ (our addition, not in the paper): use the factors to make new training images.
 
@@ -277,8 +282,10 @@ def factor_step(
         anatomy: (B, C, H, W) detached anatomy factors s_i.
         masks: (B, H, W) int64 targets of the images s_i came from (true masks, or detached own segmentations).
         codes: (B, n_z) modality factors to render with, paired row by row with ``anatomy``.
+        images: (B, 1, H, W) the images x_i the rows came from, segmented instead of a re-rendering (the control
+            ``train.plus_z=input``: a second segmentation update on the iteration's own images); None re-renders.
     """
-    terms = factor_terms(model, anatomy, masks, codes, weights, n_classes=n_classes)
+    terms = factor_terms(model, anatomy, masks, codes, weights, n_classes=n_classes, images=images)
     return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "factor step"))
 
 
