@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdnet.config import ConfigError, LossWeights, apply_overrides
-from sdnet.models import build_sdnet
+from sdnet.config import ConfigError, LossWeights, RunConfig, apply_overrides
+from sdnet.models import SDNet, build_sdnet
 from sdnet.study.grid import METHODS
 from sdnet.training import Trainer
 from sdnet.training.methods import plus_images, plus_pairs
@@ -23,8 +23,8 @@ def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("weights", [LossWeights(mix=10.0), LossWeights(acons=10.0), LossWeights(mix=1.0, acons=1.0)])
-def test_factor_step_changes_exactly_the_anatomy_encoder_and_segmentor(weights: LossWeights):
+def _model_and_batch() -> tuple[RunConfig, SDNet, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A tiny SDNet in training mode, a batch of 4 images, their detached anatomy factors and random masks."""
     torch.manual_seed(0)
     cfg = tiny_config()
     model = build_sdnet(cfg.model)
@@ -32,12 +32,17 @@ def test_factor_step_changes_exactly_the_anatomy_encoder_and_segmentor(weights: 
     x = torch.rand(4, 1, 32, 32) * 2 - 1
     with torch.no_grad():
         out = model(x)
-    masks = torch.randint(0, 4, (4, 32, 32))
+    return cfg, model, x, out.anatomy.detach(), torch.randint(0, 4, (4, 32, 32))
+
+
+@pytest.mark.parametrize("weights", [LossWeights(mix=10.0), LossWeights(acons=10.0), LossWeights(mix=1.0, acons=1.0)])
+def test_factor_step_changes_exactly_the_anatomy_encoder_and_segmentor(weights: LossWeights):
+    cfg, model, _, anatomy, masks = _model_and_batch()
     codes = torch.randn(4, cfg.model.n_z)
     before = {name: _snapshot(getattr(model, name)) for name in
               ("anatomy_encoder", "segmentor", "decoder", "modality_encoder")}
     optimizer = KerasAdam(factor_parameters(model), cfg.optim)
-    result = factor_step(model, out.anatomy.detach(), masks, codes, optimizer, weights, n_classes=4)
+    result = factor_step(model, anatomy, masks, codes, optimizer, weights, n_classes=4)
     assert set(result.losses) == {k for k in ("mix", "acons") if getattr(weights, k) > 0} | {"total"}
     after = {name: _snapshot(getattr(model, name)) for name in before}
     for name in ("decoder", "modality_encoder"):  # parameters and BatchNorm statistics untouched
@@ -77,14 +82,7 @@ def test_plus_pairs_render_each_anatomy_with_another_images_code():
 def test_the_input_control_segments_the_images_themselves_and_never_decodes():
     """train.plus_z=input: the factor step's x̃ is x_i itself — the decoder is not run, the codes do not matter, the
     terms are those of segmenting x_i, and the step changes f_anatomy and h only, like the re-rendering."""
-    torch.manual_seed(0)
-    cfg = tiny_config()
-    model = build_sdnet(cfg.model)
-    model.train()
-    x = torch.rand(4, 1, 32, 32) * 2 - 1
-    with torch.no_grad():
-        out = model(x)
-    masks = torch.randint(0, 4, (4, 32, 32))
+    cfg, model, x, anatomy, masks = _model_and_batch()
     weights = LossWeights(mix=10.0)
 
     def no_decoder(*args: object, **kwargs: object) -> None:
@@ -92,16 +90,16 @@ def test_the_input_control_segments_the_images_themselves_and_never_decodes():
 
     decode = model.decode
     model.decode = no_decoder  # type: ignore[method-assign,assignment]
-    a = factor_terms(model, out.anatomy, masks, torch.randn(4, cfg.model.n_z), weights, n_classes=4, images=x)
-    b = factor_terms(model, out.anatomy, masks, torch.zeros(4, cfg.model.n_z), weights, n_classes=4, images=x)
+    a = factor_terms(model, anatomy, masks, torch.randn(4, cfg.model.n_z), weights, n_classes=4, images=x)
+    b = factor_terms(model, anatomy, masks, torch.zeros(4, cfg.model.n_z), weights, n_classes=4, images=x)
     assert torch.equal(a["mix"], b["mix"])  # the codes are unused
     model.decode = decode  # type: ignore[method-assign]
-    rendered = factor_terms(model, out.anatomy, masks, torch.zeros(4, cfg.model.n_z), weights, n_classes=4)
+    rendered = factor_terms(model, anatomy, masks, torch.zeros(4, cfg.model.n_z), weights, n_classes=4)
     assert not torch.equal(a["mix"], rendered["mix"])  # and it is not the re-rendering
     before = {name: _snapshot(getattr(model, name)) for name in
               ("anatomy_encoder", "segmentor", "decoder", "modality_encoder")}
     optimizer = KerasAdam(factor_parameters(model), cfg.optim)
-    factor_step(model, out.anatomy, masks, torch.zeros(4, cfg.model.n_z), optimizer, weights, n_classes=4, images=x)
+    factor_step(model, anatomy, masks, torch.zeros(4, cfg.model.n_z), optimizer, weights, n_classes=4, images=x)
     after = {name: _snapshot(getattr(model, name)) for name in before}
     for name in ("decoder", "modality_encoder"):
         assert all(torch.equal(v, after[name][k]) for k, v in before[name].items()), name

@@ -226,7 +226,8 @@ def sdnet_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, float]
     model, w, dev = ctx.model, ctx.weights, ctx.device
     x, m = ctx.streams.labelled.batch(step)
     assert m is not None
-    sup = supervised_step(model, x.to(dev), m.to(dev), ctx.optimisers["supervised"], w, n_classes=ctx.n_classes,
+    x, m = x.to(dev), m.to(dev)  # once: the supervised and the factor step share the batch
+    sup = supervised_step(model, x, m, ctx.optimisers["supervised"], w, n_classes=ctx.n_classes,
                           volume_class=ctx.volume_class)
     logs = {f"sup_{k}": v for k, v in sup.losses.items()}
     if w.zrec > 0 and sup.anatomy is not None:
@@ -235,15 +236,15 @@ def sdnet_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, float]
         logs["volume_vol"] = _volume_update(ctx, step)
     if ctx.streams.unlabelled is None:
         if w.plus:
-            logs.update(_factor_update(ctx, sup, m.to(dev), None, (x.to(dev), None)))
+            logs.update(_factor_update(ctx, sup, m, None, (x, None)))
         return logs
-    xu, _ = ctx.streams.unlabelled.batch(step)
-    uns = unsupervised_step(model, ctx.discriminator, xu.to(dev), ctx.optimisers["unsupervised"], w)
+    xu = ctx.streams.unlabelled.batch(step)[0].to(dev)
+    uns = unsupervised_step(model, ctx.discriminator, xu, ctx.optimisers["unsupervised"], w)
     logs.update({f"unsup_{k}": v for k, v in uns.losses.items()})
     if w.zrec > 0 and uns.anatomy is not None:
         logs["unsup_zrec"] = z_reconstruction_step(model, uns.anatomy, ctx.optimisers["zrec"], w).losses["zrec"]
     if w.plus:
-        logs.update(_factor_update(ctx, sup, m.to(dev), uns, (x.to(dev), xu.to(dev))))
+        logs.update(_factor_update(ctx, sup, m, uns, (x, xu)))
     if ctx.discriminator is not None and uns.fake_masks is not None:
         logs["disc"] = _discriminator_update(ctx, step, uns.fake_masks)
     return logs
