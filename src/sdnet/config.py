@@ -422,6 +422,10 @@ class TrainConfig:
             control that keeps only the extra segmentation update on the iteration's own images).
         plus_unlabelled: SDNet+ also re-renders the unlabelled batch (targets: the model's own detached
             segmentation of those images); False: the labelled batch only.
+        plus_teacher: SDNet+ with a mean teacher: the EMA decay α in [0, 1) of a moving-average copy of f_anatomy
+            and h whose segmentation of the unlabelled images (and anatomy of every row's image, for λ_acons) is
+            the factor step's target (:mod:`sdnet.training.teacher`; e.g. 0.99); 0 (default): the model's own
+            detached outputs, as before.
     """
 
     method: TrainMethod = "sdnet"
@@ -445,8 +449,12 @@ class TrainConfig:
     sync_batchnorm: bool = False
     plus_z: PlusSource = "both"
     plus_unlabelled: bool = True
+    plus_teacher: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.plus_teacher < 1.0:
+            raise ConfigError(f"train.plus_teacher is the teacher's EMA decay: in [0, 1) (0 = no teacher), got "
+                              f"{self.plus_teacher}")
         if self.plus_z not in PLUS_SOURCES:
             raise ConfigError(f"train.plus_z must be one of {list(PLUS_SOURCES)}, got {self.plus_z!r}")
         if self.precision not in PRECISIONS:
@@ -512,6 +520,9 @@ class RunConfig:
             raise ConfigError("loss.mix / loss.acons (SDNet+) re-render images with SDNet's decoder: they need "
                               f"train.method=sdnet and train.schedule=steps, got {self.train.method} / "
                               f"{self.train.schedule}")
+        if self.train.plus_teacher > 0 and not self.loss.plus:
+            raise ConfigError("train.plus_teacher gives SDNet+'s factor step its targets: set loss.mix or "
+                              "loss.acons > 0 as well")
 
 
 def _positive(obj: object, section: str, *names: str) -> None:

@@ -18,6 +18,7 @@ from sdnet.errors import SDNetError
 from sdnet.models import build_sdnet
 from sdnet.training import Trainer
 from sdnet.training.steps import supervised_terms
+from sdnet.training.teacher import AnatomyTeacher
 
 from ..helpers import tiny_config
 
@@ -100,7 +101,7 @@ def test_analyse_gradients_refuses_a_baseline_and_bad_batches(tiny_phantom: Path
 def test_analyse_gradients_gives_the_input_control_its_images(tiny_phantom: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch):
     """``train.plus_z=input``: the factor step of the analysis segments the rows' input images, as training does."""
-    import sdnet.analysis.gradients as module
+    import sdnet.training.methods as module
 
     cfg = apply_overrides(tiny_config(tiny_phantom, max_steps=2, epochs=1), ["loss.mix=10", "train.plus_z=input"])
     Trainer(cfg, tmp_path / "run", progress=False).fit()
@@ -116,3 +117,30 @@ def test_analyse_gradients_gives_the_input_control_its_images(tiny_phantom: Path
     mix = analyse_gradients(tmp_path / "run", batches=1)["steps"]["factor"]["terms"]["mix"]
     assert seen == [2 * cfg.train.batch_size]  # the labelled and the unlabelled batch
     assert mix["norm"]["anatomy_encoder"] > 0 and mix["norm"]["decoder"] == 0
+
+
+def test_analyse_gradients_takes_the_factor_steps_targets_from_a_saved_teacher(tiny_phantom: Path, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    """``train.plus_teacher`` > 0: the analysis rebuilds the EMA teacher from the checkpoint and its factor step
+    uses the teacher's targets, as training does."""
+    import sdnet.training.methods as module
+
+    cfg = apply_overrides(tiny_config(tiny_phantom, max_steps=2, epochs=1),
+                          ["loss.mix=10", "loss.acons=1", "train.plus_teacher=0.9"])
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.fit()
+    assert trainer.teacher is not None
+    saved = trainer.teacher.state_dict()
+    seen: list[torch.Tensor] = []
+    real = module.teacher_targets
+
+    def spy(teacher: AnatomyTeacher, images: torch.Tensor, masks: torch.Tensor,
+            n_labelled: int) -> tuple[torch.Tensor, torch.Tensor]:
+        assert all(torch.equal(v, saved[k]) for k, v in teacher.state_dict().items())  # the saved teacher
+        seen.append(images)
+        return real(teacher, images, masks, n_labelled)
+
+    monkeypatch.setattr(module, "teacher_targets", spy)
+    terms = analyse_gradients(tmp_path / "run", batches=2)["steps"]["factor"]["terms"]
+    assert len(seen) == 2 and seen[0].shape[0] == 2 * cfg.train.batch_size
+    assert terms["acons"]["norm"]["anatomy_encoder"] > 0

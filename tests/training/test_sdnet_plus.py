@@ -12,9 +12,10 @@ from sdnet.config import ConfigError, LossWeights, RunConfig, apply_overrides
 from sdnet.models import SDNet, build_sdnet
 from sdnet.study.grid import METHODS
 from sdnet.training import Trainer
-from sdnet.training.methods import plus_images, plus_pairs
+from sdnet.training.methods import plus_images, plus_inputs, plus_pairs, teacher_targets
 from sdnet.training.optim import KerasAdam
 from sdnet.training.steps import StepResult, factor_parameters, factor_step, factor_terms
+from sdnet.training.teacher import AnatomyTeacher
 
 from ..helpers import tiny_config
 
@@ -144,3 +145,93 @@ def test_the_hand_made_appearance_baseline_reaches_the_training_streams(tiny_pha
     assert not torch.equal(x, x0) and m is not None and m0 is not None and torch.equal(m, m0)
     with pytest.raises(ConfigError, match="augment_intensity"):
         apply_overrides(cfg, ["data.augment_intensity=3"])
+
+
+# ---------------------------------------------------------------------------------------- the EMA teacher
+
+
+def test_the_teacher_is_an_exponential_moving_average_of_the_segmentation_path():
+    cfg, model, x, anatomy, masks = _model_and_batch()
+    teacher = AnatomyTeacher(model, decay=0.9)
+    start = {name: _snapshot(getattr(teacher, name)) for name in ("anatomy_encoder", "segmentor")}
+    assert all(torch.equal(v, getattr(model, name).state_dict()[k]) for name in start for k, v in start[name].items())
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    teacher.train()  # stays in eval mode (BatchNorm on running statistics)
+    assert not teacher.training and not teacher.anatomy_encoder.training
+    optimizer = KerasAdam(factor_parameters(model), cfg.optim)
+    factor_step(model, anatomy, masks, torch.zeros(4, cfg.model.n_z), optimizer, LossWeights(mix=10.0), n_classes=4)
+    teacher.update(model)
+    for name in ("anatomy_encoder", "segmentor"):
+        student = getattr(model, name)
+        params = dict(student.named_parameters())
+        buffers = dict(student.named_buffers())
+        for key, value in getattr(teacher, name).state_dict().items():
+            if key in params:  # θ_t = 0.9 θ_t + 0.1 θ_s
+                expected = 0.9 * start[name][key] + 0.1 * params[key].detach()
+                assert torch.allclose(value, expected, atol=1e-6), (name, key)
+                if not torch.equal(start[name][key], params[key]):
+                    assert not torch.equal(value, params[key]), (name, key)  # not the student's weights
+            else:  # BatchNorm statistics: the student's
+                assert torch.equal(value, buffers[key]), (name, key)
+    anatomy_t, labels = teacher(x)
+    assert anatomy_t.shape == anatomy.shape and labels.shape == masks.shape and labels.dtype == torch.long
+    assert not anatomy_t.requires_grad
+    with pytest.raises(ValueError, match="decay"):
+        AnatomyTeacher(model, decay=1.0)
+
+
+def test_teacher_targets_replace_the_unlabelled_rows_and_the_anatomy_target_only():
+    cfg, model, x, anatomy, masks = _model_and_batch()
+    teacher = AnatomyTeacher(model, decay=0.99)
+    images = torch.cat([x, x.flip(-1)])
+    rows = torch.cat([masks, torch.zeros_like(masks)])
+    targets, target_anatomy = teacher_targets(teacher, images, rows, n_labelled=4)
+    anatomy_t, labels = teacher(images)
+    assert torch.equal(targets[:4], masks)  # labelled rows: the true masks
+    assert torch.equal(targets[4:], labels[4:])  # unlabelled rows: the teacher's segmentation
+    assert torch.equal(target_anatomy, anatomy_t)
+    # without a teacher (and not the input control) nothing changes and no image batch is built
+    same, inputs, none = plus_inputs(rows, x, x, n_labelled=4, source="both", teacher=None)
+    assert same is rows and inputs is None and none is None
+    m, inputs, target = plus_inputs(rows, x, x.flip(-1), n_labelled=4, source="own", teacher=teacher)
+    assert inputs is None and torch.equal(m, targets) and target is not None and torch.equal(target, anatomy_t)
+    m, inputs, _ = plus_inputs(rows, x, x.flip(-1), n_labelled=4, source="input", teacher=teacher)
+    assert inputs is not None and torch.equal(inputs, images)
+    # acons asks f_anatomy(x̃) for the teacher's anatomy when it is given
+    w = LossWeights(acons=1.0)
+    codes = torch.zeros(4, cfg.model.n_z)
+    own = factor_terms(model, anatomy, masks, codes, w, n_classes=4)["acons"]
+    other = factor_terms(model, anatomy, masks, codes, w, n_classes=4, anatomy_target=torch.zeros_like(anatomy))
+    assert not torch.equal(own, other["acons"])
+
+
+def test_sdnet_plus_with_a_teacher_trains_moves_the_teacher_and_resumes_exactly(tiny_phantom: Path, tmp_path: Path):
+    base = tiny_config(tiny_phantom, epochs=2, steps_per_epoch=3, checkpoint_every=1)
+    cfg = apply_overrides(base, [*METHODS["sdnetplus-teacher"], "train.max_steps=4"])
+    assert cfg.train.plus_teacher == 0.99
+    straight = Trainer(cfg, tmp_path / "straight")
+    assert straight.teacher is not None
+    start = _snapshot(straight.teacher)
+    straight.fit()
+    after = _snapshot(straight.teacher)
+    moved = [k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, after[k])]
+    assert moved, "the teacher did not follow the student"
+    student = {**{f"anatomy_encoder.{k}": v for k, v in straight.model.anatomy_encoder.state_dict().items()},
+               **{f"segmentor.{k}": v for k, v in straight.model.segmentor.state_dict().items()}}
+    assert any(not torch.equal(after[k], student[k]) for k in moved)  # an average, not a copy
+    first = Trainer(apply_overrides(cfg, ["train.max_steps=2"]), tmp_path / "resumed")
+    first.fit()
+    del first
+    resumed = Trainer.resume(tmp_path / "resumed", overrides=["train.max_steps=4"])
+    assert resumed.teacher is not None and resumed.step == 2
+    resumed.fit()
+    assert all(torch.equal(v, _snapshot(resumed.teacher)[k]) for k, v in after.items())
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
+    # no teacher: the checkpoint's teacher entry is empty, and a teacher needs an SDNet+ term
+    plain = Trainer(apply_overrides(base, list(METHODS["sdnetplus-mix"])), tmp_path / "plain")
+    assert plain.teacher is None and plain.state_dict()["teacher"] == {}
+    for bad in (["train.plus_teacher=1.0"], ["train.plus_teacher=-0.1"]):
+        with pytest.raises(ConfigError, match="plus_teacher"):
+            apply_overrides(cfg, bad)
+    with pytest.raises(ConfigError, match="plus_teacher"):
+        apply_overrides(base, ["train.plus_teacher=0.99"])

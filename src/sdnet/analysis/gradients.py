@@ -42,9 +42,10 @@ from sdnet.analysis.run_io import load_analysis_input, volume_images, write_numb
 from sdnet.config import LossWeights, ModelConfig
 from sdnet.data.pipeline import PreprocessedVolume
 from sdnet.errors import SDNetError
-from sdnet.models import MaskDiscriminator, build_discriminator
-from sdnet.training.methods import plus_images, plus_pairs
+from sdnet.models import MaskDiscriminator, SDNet, build_discriminator
+from sdnet.training.methods import plus_inputs, plus_pairs
 from sdnet.training.steps import StepResult, factor_terms, supervised_terms, unsupervised_terms
+from sdnet.training.teacher import AnatomyTeacher
 
 NETWORKS = ("anatomy_encoder", "modality_encoder", "decoder", "segmentor")
 """The SDNet parts whose gradients are reported (glossary: f_anatomy, f_modality, g, h)."""
@@ -125,6 +126,16 @@ def _discriminator(state: Mapping[str, Any], model_config: ModelConfig) -> MaskD
     return discriminator
 
 
+def _teacher(state: Mapping[str, Any], model: SDNet, decay: float) -> AnatomyTeacher | None:
+    """SDNet+'s EMA teacher as saved in the checkpoint (``train.plus_teacher`` > 0), or None."""
+    weights = state.get("teacher") or {}
+    if decay <= 0 or not weights:
+        return None
+    teacher = AnatomyTeacher(model, decay)
+    teacher.load_state_dict(weights)
+    return teacher
+
+
 def _mean(values: Sequence[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else math.nan
@@ -167,6 +178,7 @@ def _gradients(checkpoint: str | Path, *, data_root: str | Path | None, batches:
     x_unl = volume_images([v for v in data.train if v.subject_id not in labelled_ids])
     state = data.state
     discriminator = _discriminator(state, config.model)
+    teacher = _teacher(state, model, config.train.plus_teacher) if weights.plus else None
     b = batch_size or config.train.batch_size
     networks = {name: getattr(model, name) for name in NETWORKS}
     n_classes = config.model.n_classes
@@ -196,10 +208,10 @@ def _gradients(checkpoint: str | Path, *, data_root: str | Path | None, batches:
         if weights.plus:
             s, m, codes = plus_pairs(sup, m_lab[pick], uns, source=config.train.plus_z,
                                      unlabelled=config.train.plus_unlabelled, n_z=model.modality_encoder.n_z)
-            inputs = None
-            if config.train.plus_z == "input":
-                inputs = plus_images(x_lab[pick], x_unl[pick_u] if uns is not None else None, rows=s.shape[0])
-            record("factor", factor_terms(model, s, m, codes, weights, n_classes=n_classes, images=inputs))
+            m, inputs, target_anatomy = plus_inputs(m, x_lab[pick], x_unl[pick_u] if uns is not None else None,
+                                                    n_labelled=b, source=config.train.plus_z, teacher=teacher)
+            record("factor", factor_terms(model, s, m, codes, weights, n_classes=n_classes, images=inputs,
+                                          anatomy_target=target_anatomy))
     steps: dict[str, Any] = {}
     for step, records in per_step.items():
         if not records:

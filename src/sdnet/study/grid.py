@@ -55,6 +55,7 @@ METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "sdnetplus-acons": ("loss.acons=10",),
     "sdnetplus-own": ("loss.mix=10", "train.plus_z=own"),  # control: re-rendered with each image's own z
     "sdnetplus-input": ("loss.mix=10", "train.plus_z=input"),  # control: the extra update on the input images
+    "sdnetplus-teacher": ("loss.mix=10", "train.plus_teacher=0.99"),  # targets from an EMA (mean) teacher
 })
 
 #: Overrides of each protocol, applied before the user's ``--set`` values.

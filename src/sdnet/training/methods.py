@@ -61,6 +61,7 @@ from sdnet.training.steps import (
     volume_step,
     z_reconstruction_step,
 )
+from sdnet.training.teacher import AnatomyTeacher
 
 __all__ = [
     "ITERATIONS",
@@ -115,6 +116,8 @@ class IterationContext(Generic[M]):
         device: where the batches go.
         plus_z: SDNet+ only: where the re-rendering codes come from (``train.plus_z``).
         plus_unlabelled: SDNet+ only: re-render the unlabelled batch too (``train.plus_unlabelled``).
+        teacher: SDNet+ only: the EMA teacher that gives the factor step's targets (``train.plus_teacher`` > 0),
+            updated after each factor step; ``None``: the model's own detached outputs are the targets.
     """
 
     model: M
@@ -128,6 +131,7 @@ class IterationContext(Generic[M]):
     device: torch.device
     plus_z: str = "both"
     plus_unlabelled: bool = True
+    teacher: AnatomyTeacher | None = None
 
 
 def _discriminator_update(ctx: IterationContext[Any], step: int, fake_masks: torch.Tensor) -> float:
@@ -201,6 +205,46 @@ def plus_images(labelled: torch.Tensor, unlabelled: torch.Tensor | None, rows: i
     return torch.cat([labelled, unlabelled])
 
 
+def teacher_targets(teacher: AnatomyTeacher, images: torch.Tensor, masks: torch.Tensor,
+                    n_labelled: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDNet+'s targets from the EMA teacher (``train.plus_teacher`` > 0) for rows whose input images are
+    ``images`` (:func:`plus_images`).
+
+    Args:
+        images: (R, 1, H, W) the rows' input images, labelled rows first.
+        masks: (R, H, W) int64 the targets of :func:`plus_pairs`.
+        n_labelled: how many of the first rows are labelled.
+
+    Returns:
+        masks (R, H, W): the labelled rows' true masks, then the teacher's segmentation of the unlabelled rows'
+        images; and the anatomy targets (R, C, H, W) for λ_acons: the teacher's anatomy of every row's image.
+    """
+    anatomy, labels = teacher(images)
+    return torch.cat([masks[:n_labelled], labels[n_labelled:]]), anatomy
+
+
+def plus_inputs(masks: torch.Tensor, labelled: torch.Tensor, unlabelled: torch.Tensor | None, *, n_labelled: int,
+                source: str, teacher: AnatomyTeacher | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """What the factor step needs beside :func:`plus_pairs`' rows: (targets, input images, anatomy targets).
+
+    Args:
+        masks: (R, H, W) the targets of :func:`plus_pairs`.
+        labelled, unlabelled: the iteration's image batches the rows came from.
+        n_labelled: how many of the first rows are labelled.
+        source: ``train.plus_z``; ``input`` returns the rows' images (segmented instead of a re-rendering).
+        teacher: the EMA teacher (``train.plus_teacher`` > 0): its outputs replace the unlabelled rows' targets
+            and give λ_acons' (:func:`teacher_targets`); ``None`` keeps ``masks`` and returns no anatomy target.
+    """
+    if source != "input" and teacher is None:
+        return masks, None, None
+    images = plus_images(labelled, unlabelled, rows=masks.shape[0])
+    target_anatomy = None
+    if teacher is not None:
+        masks, target_anatomy = teacher_targets(teacher, images, masks, n_labelled=n_labelled)
+    return masks, images if source == "input" else None, target_anatomy
+
+
 def _cycle(rows: torch.Tensor, n: int) -> torch.Tensor:
     """The first ``n`` rows of ``rows`` repeated as often as needed."""
     return rows.repeat(-(-n // rows.shape[0]), 1)[:n]
@@ -210,9 +254,12 @@ def _factor_update(ctx: IterationContext[SDNet], sup: StepResult, masks: torch.T
                    images: tuple[torch.Tensor, torch.Tensor | None]) -> dict[str, float]:
     s, m, codes = plus_pairs(sup, masks, uns, source=ctx.plus_z, unlabelled=ctx.plus_unlabelled,
                              n_z=ctx.model.modality_encoder.n_z)
-    inputs = plus_images(*images, rows=s.shape[0]) if ctx.plus_z == "input" else None
-    losses = factor_step(ctx.model, s, m, codes, ctx.optimisers["factors"], ctx.weights,
-                         n_classes=ctx.n_classes, images=inputs).losses
+    m, inputs, target_anatomy = plus_inputs(m, *images, n_labelled=masks.shape[0], source=ctx.plus_z,
+                                            teacher=ctx.teacher)
+    losses = factor_step(ctx.model, s, m, codes, ctx.optimisers["factors"], ctx.weights, n_classes=ctx.n_classes,
+                         images=inputs, anatomy_target=target_anatomy).losses
+    if ctx.teacher is not None:
+        ctx.teacher.update(ctx.model)
     return {f"plus_{k}": v for k, v in losses.items()}
 
 

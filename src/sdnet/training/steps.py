@@ -245,11 +245,13 @@ def _buffers_kept(module: nn.Module) -> Iterator[None]:
 
 def factor_terms(
     model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, weights: LossWeights, *, n_classes: int,
-    images: Tensor | None = None,
+    images: Tensor | None = None, anatomy_target: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The unweighted loss terms of :func:`factor_step` (``mix``, ``acons`` as their λ > 0); the re-rendering
     x̃ = g(s_i, z_j) is made without gradient and leaves g's BatchNorm statistics as they were. With ``images``
-    (the control ``train.plus_z=input``) x̃ is the input image x_i itself: the same update without the decoder."""
+    (the control ``train.plus_z=input``) x̃ is the input image x_i itself: the same update without the decoder.
+    ``anatomy_target`` (the EMA teacher's anatomy, ``train.plus_teacher``) replaces ``anatomy`` as λ_acons'
+    target."""
     if images is not None:
         rendered = images
     else:
@@ -262,13 +264,13 @@ def factor_terms(
         terms["mix"] = (dice_loss(seg.probabilities[:, 1:], one_hot_foreground(masks, n_classes))
                         + cross_entropy(seg.logits, masks))
     if weights.acons > 0:
-        terms["acons"] = anatomy_consistency(s_tilde, anatomy)
+        terms["acons"] = anatomy_consistency(s_tilde, anatomy if anatomy_target is None else anatomy_target)
     return terms
 
 
 def factor_step(
     model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, optimizer: KerasAdam, weights: LossWeights, *,
-    n_classes: int, images: Tensor | None = None,
+    n_classes: int, images: Tensor | None = None, anatomy_target: Tensor | None = None,
 ) -> StepResult:
     """SDNet+ (our addition, not in the paper): use the factors to make new training images.
 
@@ -284,8 +286,11 @@ def factor_step(
         codes: (B, n_z) modality factors to render with, paired row by row with ``anatomy``.
         images: (B, 1, H, W) the images x_i the rows came from, segmented instead of a re-rendering (the control
             ``train.plus_z=input``: a second segmentation update on the iteration's own images); None re-renders.
+        anatomy_target: (B, C, H, W) λ_acons' target instead of ``anatomy`` (the EMA teacher's anatomy of x_i,
+            ``train.plus_teacher`` > 0; :mod:`sdnet.training.teacher`); None: ``anatomy``.
     """
-    terms = factor_terms(model, anatomy, masks, codes, weights, n_classes=n_classes, images=images)
+    terms = factor_terms(model, anatomy, masks, codes, weights, n_classes=n_classes, images=images,
+                         anatomy_target=anatomy_target)
     return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "factor step"))
 
 

@@ -85,6 +85,7 @@ from sdnet.training.steps import (
     volume_parameters,
     z_regressor_parameters,
 )
+from sdnet.training.teacher import AnatomyTeacher
 from sdnet.utils import StopRequest, resolve_device, seed_everything, stop_signals
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,11 @@ class Trainer:
                     self.group.broadcast_module(net)
             if rank:
                 torch.manual_seed(self._process_seed())
+        # SDNet+'s mean teacher: a copy of the (initialised, broadcast) segmentation path
+        self.teacher: AnatomyTeacher | None = (
+            AnatomyTeacher(self.model, config.train.plus_teacher)
+            if isinstance(self.model, SDNet) and config.loss.plus and config.train.plus_teacher > 0 else None
+        )
         tc = config.train
         self.labelled_stream = self._stream(self.data.labelled, "labelled")
         self.unlabelled_stream = (
@@ -298,6 +304,7 @@ class Trainer:
             "discriminator": self.discriminator.state_dict() if self.discriminator is not None else {},
             "optimisers": {k: v.state_dict() for k, v in self.optimisers.items()},
             "pool": self.pool.state_dict(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else {},
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
             "world_size": self.group.world_size if self.group is not None else 1,
@@ -326,6 +333,11 @@ class Trainer:
             for name, opt in self.optimisers.items():
                 opt.load_state_dict(state["optimisers"][name])
             self.pool.load_state_dict(self._pool_state(state))
+            if self.teacher is not None:
+                if not state.get("teacher"):
+                    raise CheckpointError("this run has an EMA teacher (train.plus_teacher > 0) but the checkpoint "
+                                          "holds none: it was trained without one")
+                self.teacher.load_state_dict(state["teacher"])
             torch.set_rng_state(self._rng_state(state))
             self._restore_cuda_rng(state)
             self.step = int(state["step"])
@@ -458,7 +470,7 @@ class Trainer:
                             volume=self.volume_stream),
             optimisers=self.optimisers, pool=self.pool, weights=self.config.loss, n_classes=self.config.model.n_classes,
             volume_class=self.data.volume_class, device=self.device, plus_z=self.config.train.plus_z,
-            plus_unlabelled=self.config.train.plus_unlabelled)
+            plus_unlabelled=self.config.train.plus_unlabelled, teacher=self.teacher)
 
     def train_iteration(self) -> dict[str, float]:
         """One iteration of ``train.method``'s schedule (:data:`sdnet.training.methods.ITERATIONS`); returns the
