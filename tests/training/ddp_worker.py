@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -17,6 +18,7 @@ import torch.distributed as dist
 import sdnet.training.trainer as trainer_module
 from sdnet.config import apply_overrides
 from sdnet.training import Trainer
+from sdnet.training.distributed import exit_worker
 from sdnet.training.steps import NonFiniteLossError
 from tests.helpers import tiny_config
 
@@ -45,13 +47,15 @@ def sync_error() -> float:
     return max(float((p.grad - g).abs().max()) for p, g in zip(net.parameters(), full, strict=True))
 
 
-def leave() -> None:
-    """Leave the group together: no process tears gloo down while another still writes or communicates."""
+def leave() -> NoReturn:
+    """Leave the group together (no process tears gloo down while another still writes or communicates), then end
+    the process as ``sdnet train`` does (:func:`sdnet.training.distributed.exit_worker`)."""
     dist.barrier()
     dist.destroy_process_group()
+    exit_worker(0)
 
 
-def main() -> int:
+def main() -> NoReturn:
     phantom, run_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     error = sync_error()
     nan_on_rank1 = "nan-on-rank1" in sys.argv[4:]
@@ -66,7 +70,6 @@ def main() -> int:
             out.mkdir(parents=True, exist_ok=True)
             (out / f"stopped_rank{dist.get_rank()}.txt").write_text(f"{trainer.step}\n{exc}")
         leave()
-        return 0
     if not trainer.is_main:  # rank 1 must not write: every writer of the trainer raises here
         def refuse(*args: object, **kwargs: object) -> None:
             raise AssertionError(f"rank {dist.get_rank()} tried to write {args[:2]}")
@@ -92,8 +95,7 @@ def main() -> int:
                     "sync_error": error},
                    out / "final.pt")
     leave()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

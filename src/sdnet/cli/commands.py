@@ -28,7 +28,7 @@ from sdnet.study import run_state, run_study
 from sdnet.study.slurm import array_task_index, write_sbatch
 from sdnet.study.variants import plan_kind, write_study_table
 from sdnet.training import Trainer
-from sdnet.training.distributed import shutdown
+from sdnet.training.distributed import exit_worker, shutdown
 from sdnet.training.start import check_new_run_dir, default_run_dir, machine_note, new_run_config, restarted_run
 from sdnet.visualise import decomposition_figure, training_curves
 
@@ -58,7 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except BaseException:
         shutdown(together=False)  # a peer may never arrive after an error
         raise
-    shutdown()  # leave a torchrun process group together (nothing in one process)
+    if shutdown():  # a torchrun worker leaves its process group together with the others, then ends at once
+        exit_worker(code)
     return code
 
 

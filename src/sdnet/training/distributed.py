@@ -24,11 +24,14 @@ validation Dice, so early stopping and self-train rounds happen on every process
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -162,18 +165,40 @@ def _init_process_group(backend: str, rank: int, world: int) -> None:
         dist.init_process_group(backend=backend)
 
 
-def shutdown(*, together: bool = True) -> None:
+def shutdown(*, together: bool = True) -> bool:
     """Leave the process group (at the end of ``sdnet train``); nothing outside one.
 
     Args:
         together: first wait until every process is here (a barrier), so that no process tears its connections
             down while another still writes or communicates (a process leaving early can make a peer's gloo abort
             at exit). ``False`` after an error, where a peer may never arrive.
+
+    Returns:
+        whether there was a process group to leave (a torchrun worker: end it with :func:`exit_worker`).
     """
     if dist.is_available() and dist.is_initialized():
         if together:
             dist.barrier()
         dist.destroy_process_group()
+        return True
+    return False
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End a torchrun worker that has left its process group: flush the output streams and logging, then leave
+    without the interpreter's and C++ libraries' teardown (``os._exit``).
+
+    Why: on the CPU (gloo), a worker sometimes aborted *after* its work was done — "terminate called without an
+    active exception", SIGABRT, during the interpreter's teardown with no Python frame left (seen with
+    ``PYTHONFAULTHANDLER=1``; 3 of 40 runs of tests/training/ddp_worker.py beside two training runs, after the
+    barrier and ``destroy_process_group``) — and torchrun then reports the whole finished run as failed. Every
+    file is written and closed before this point; there is nothing left for the teardown to do.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def elastic_restart() -> bool:
