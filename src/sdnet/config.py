@@ -419,7 +419,8 @@ class TrainConfig:
             vice versa), ``prior`` (z ~ N(0, I)), ``both`` (the first half of the rows batch codes, the rest
             prior) or ``own`` (each image's own z: x̃ is its reconstruction — the control that keeps SDNet+'s extra
             segmentation update on decoded images but changes no modality) or ``input`` (x̃ = x_i, no decoder: the
-            control that keeps only the extra segmentation update on the iteration's own images).
+            control that keeps only the extra segmentation update on the iteration's own images; the only variant
+            the GAN baseline takes, ``train.method=gan`` with ``loss.mix`` > 0: the same step on its U-Net).
         plus_unlabelled: SDNet+ also re-renders the unlabelled batch (targets: the model's own detached
             segmentation of those images); False: the labelled batch only.
         plus_teacher: SDNet+ with a mean teacher: the EMA decay α in [0, 1) of a moving-average copy of f_anatomy
@@ -516,10 +517,13 @@ class RunConfig:
             raise ConfigError("loss.vol > 0 trains the LV-area regressor: set model.area_regressor=true")
         if self.loss.vol > 0 and self.train.method != "sdnet":
             raise ConfigError(f"loss.vol (the LV-volume task on s) needs train.method=sdnet, got {self.train.method}")
-        if self.loss.plus and (self.train.method != "sdnet" or self.train.schedule != "steps"):
+        gan_control = (self.train.method == "gan" and self.train.plus_z == "input" and self.loss.acons == 0
+                       and self.train.plus_teacher == 0)
+        if self.loss.plus and not gan_control and (self.train.method != "sdnet" or self.train.schedule != "steps"):
             raise ConfigError("loss.mix / loss.acons (SDNet+) re-render images with SDNet's decoder: they need "
                               f"train.method=sdnet and train.schedule=steps, got {self.train.method} / "
-                              f"{self.train.schedule}")
+                              f"{self.train.schedule} (the GAN baseline takes only loss.mix with "
+                              "train.plus_z=input: the factor step on its input images, no teacher)")
         if self.train.plus_teacher > 0 and not self.loss.plus:
             raise ConfigError("train.plus_teacher gives SDNet+'s factor step its targets: set loss.mix or "
                               "loss.acons > 0 as well")

@@ -235,3 +235,62 @@ def test_sdnet_plus_with_a_teacher_trains_moves_the_teacher_and_resumes_exactly(
             apply_overrides(cfg, bad)
     with pytest.raises(ConfigError, match="plus_teacher"):
         apply_overrides(base, ["train.plus_teacher=0.99"])
+
+
+# --------------------------------------------------------------- the same self-training step on the GAN baseline
+
+
+def test_the_gan_control_takes_sdnetplus_input_step_on_its_u_net(tiny_phantom: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    """``ganplus-input``: after the adversarial update the U-Net segments the labelled batch against its masks and
+    the unlabelled batch against the argmax of its own adversarial-step prediction, with an Adam of its own; D is
+    not touched by it."""
+    import sdnet.training.methods as module
+
+    cfg = apply_overrides(tiny_config(tiny_phantom, epochs=1, steps_per_epoch=2), list(METHODS["ganplus-input"]))
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert cfg.train.method == "gan" and "factors" in trainer.optimisers
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_step = module.unet_factor_step
+    real_gen = module.gan_generator_step
+    fakes: list[torch.Tensor] = []
+
+    def spy_step(model: torch.nn.Module, image: torch.Tensor, masks: torch.Tensor, *args: object,
+                 **kwargs: object) -> StepResult:
+        seen.append((image.clone(), masks.clone()))
+        assert trainer.discriminator is not None
+        before = _snapshot(trainer.discriminator)
+        net = _snapshot(trainer.model)
+        result = real_step(model, image, masks, *args, **kwargs)  # type: ignore[arg-type]
+        assert all(torch.equal(v, trainer.discriminator.state_dict()[k]) for k, v in before.items())
+        assert any(not torch.equal(v, trainer.model.state_dict()[k]) for k, v in net.items() if v.is_floating_point())
+        return result
+
+    def spy_gen(*args: object, **kwargs: object) -> StepResult:
+        result = real_gen(*args, **kwargs)  # type: ignore[arg-type]
+        assert result.fake_masks is not None
+        fakes.append(result.fake_masks)
+        return result
+
+    monkeypatch.setattr(module, "unet_factor_step", spy_step)
+    monkeypatch.setattr(module, "gan_generator_step", spy_gen)
+    logs = trainer.train_iteration()
+    assert {"plus_mix", "sup_segm", "unsup_adv", "disc"} <= set(logs)
+    (image, masks), fake = seen[0], fakes[0]
+    b = cfg.train.batch_size
+    x, m = trainer.labelled_stream.batch(0)
+    xu, _ = trainer.unlabelled_stream.batch(0) if trainer.unlabelled_stream is not None else (None, None)
+    assert m is not None and xu is not None
+    assert image.shape[0] == 2 * b and torch.equal(image[:b], x) and torch.equal(image[b:], xu)
+    assert torch.equal(masks[:b], m)  # labelled rows: the true masks
+    own = torch.cat([1 - fake.sum(dim=1, keepdim=True), fake], dim=1).argmax(dim=1)
+    assert torch.equal(masks[b:], own)  # unlabelled rows: the U-Net's own segmentation of them
+    monkeypatch.undo()
+    trainer.fit()  # trains, checkpoints and resumes with the step's own Adam state
+    resumed = Trainer.resume(tmp_path / "run", overrides=["train.epochs=2"])
+    assert resumed.optimisers["factors"].state_dict()["updates"] > 0
+    # the plain GAN has no such step; the GAN takes only the input variant, without a teacher
+    assert "factors" not in Trainer(apply_overrides(cfg, ["loss.mix=0"]), tmp_path / "plain").optimisers
+    for bad in (["train.plus_z=own"], ["loss.acons=1"], ["train.plus_teacher=0.9"], ["train.method=unet"]):
+        with pytest.raises(ConfigError, match="SDNet"):
+            apply_overrides(cfg, bad)

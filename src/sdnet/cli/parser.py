@@ -210,8 +210,8 @@ def _add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "sdnet-nokl, sdnet-nobin, sdnet-round, sdnet-argmax, sdnet-joint, sdnet-noadv and SDNet+ "
                    "(re-rendered images: loss.mix, loss.acons) sdnetplus, sdnetplus-mix, sdnetplus-acons and "
                    "its controls sdnetplus-own (re-rendered with each image's own z) and sdnetplus-input (the "
-                   "extra update on the input images, no decoder), and sdnetplus-teacher (targets from an EMA "
-                   "teacher, train.plus_teacher=0.99)")
+                   "extra update on the input images, no decoder), sdnetplus-teacher (targets from an EMA "
+                   "teacher, train.plus_teacher=0.99), and ganplus-input (sdnetplus-input's step on the GAN's U-Net)")
     amounts = s.add_mutually_exclusive_group(required=True)
     amounts.add_argument("--labelled", type=_comma_list(int, "--labelled"), metavar="N,N,...",
                          help="labelled training subjects per run, e.g. 1,3,7,70 (data.labelled_subjects)")

@@ -56,6 +56,8 @@ METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "sdnetplus-own": ("loss.mix=10", "train.plus_z=own"),  # control: re-rendered with each image's own z
     "sdnetplus-input": ("loss.mix=10", "train.plus_z=input"),  # control: the extra update on the input images
     "sdnetplus-teacher": ("loss.mix=10", "train.plus_teacher=0.99"),  # targets from an EMA (mean) teacher
+    # control: sdnetplus-input's self-training step on the GAN baseline's U-Net (no factors at all)
+    "ganplus-input": ("train.method=gan", "loss.mix=10", "train.plus_z=input"),
 })
 
 #: Overrides of each protocol, applied before the user's ``--set`` values.

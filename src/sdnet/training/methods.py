@@ -56,6 +56,7 @@ from sdnet.training.steps import (
     joint_generator_step,
     one_hot_foreground,
     supervised_step,
+    unet_factor_step,
     unet_supervised_step,
     unsupervised_step,
     volume_step,
@@ -318,30 +319,63 @@ def sdnet_joint_iteration(ctx: IterationContext[SDNet], step: int) -> dict[str, 
     return logs
 
 
+def _labelled_batch(ctx: IterationContext[Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, m = ctx.streams.labelled.batch(step)
+    assert m is not None
+    return x.to(ctx.device), m.to(ctx.device)
+
+
 def unet_iteration(ctx: IterationContext[UNetSegmenter], step: int) -> dict[str, float]:
     """One supervised U-Net update on labelled batch ``step`` (true labels, plus pseudo-labels in self-train
     rounds ≥ 1); returns ``sup_segm``, ``sup_total`` (and ``sup_ce``)."""
-    x, m = ctx.streams.labelled.batch(step)
-    assert m is not None
-    sup = unet_supervised_step(ctx.model, x.to(ctx.device), m.to(ctx.device), ctx.optimisers["supervised"],
-                               ctx.weights, n_classes=ctx.n_classes)
+    return _unet_update(ctx, *_labelled_batch(ctx, step))
+
+
+def _unet_update(ctx: IterationContext[UNetSegmenter], x: torch.Tensor, m: torch.Tensor) -> dict[str, float]:
+    sup = unet_supervised_step(ctx.model, x, m, ctx.optimisers["supervised"], ctx.weights, n_classes=ctx.n_classes)
     return {f"sup_{k}": v for k, v in sup.losses.items()}
 
 
 def gan_iteration(ctx: IterationContext[UNetSegmenter], step: int) -> dict[str, float]:
     """U-Net update on a labelled batch, adversarial generator update on an unlabelled batch, discriminator update
     (real: the real-mask stream; fake: the pool fed with this iteration's predictions) — SDNet without the
-    reconstruction cost (paper §4.3)."""
-    logs = unet_iteration(ctx, step)
+    reconstruction cost (paper §4.3).
+
+    With ``loss.mix`` > 0 (``train.plus_z=input`` only; method ``ganplus-input``, our control) SDNet+'s
+    input-image factor step follows the adversarial update: the U-Net segments the labelled batch against its masks
+    and the unlabelled batch against the argmax of its own detached prediction from the adversarial step
+    (:func:`plus_pairs`' targets), with its own Adam — the self-training step of ``sdnetplus-input`` on a network
+    without factors.
+    """
+    x, m = _labelled_batch(ctx, step)
+    logs = _unet_update(ctx, x, m)
     if ctx.streams.unlabelled is None or ctx.discriminator is None:  # no unlabelled images or λ_adv = 0: a U-Net
+        if ctx.weights.mix > 0:
+            logs.update(_unet_factor_update(ctx, x, m, None, None))
         return logs
-    xu, _ = ctx.streams.unlabelled.batch(step)
-    gen = gan_generator_step(ctx.model, ctx.discriminator, xu.to(ctx.device), ctx.optimisers["unsupervised"],
-                             ctx.weights)
+    xu = ctx.streams.unlabelled.batch(step)[0].to(ctx.device)
+    gen = gan_generator_step(ctx.model, ctx.discriminator, xu, ctx.optimisers["unsupervised"], ctx.weights)
     logs.update({f"unsup_{k}": v for k, v in gen.losses.items()})
     assert gen.fake_masks is not None
+    if ctx.weights.mix > 0:
+        logs.update(_unet_factor_update(ctx, x, m, xu, gen.fake_masks))
     logs["disc"] = _discriminator_update(ctx, step, gen.fake_masks)
     return logs
+
+
+def _unet_factor_update(ctx: IterationContext[UNetSegmenter], x: torch.Tensor, m: torch.Tensor,
+                        xu: torch.Tensor | None, fake_masks: torch.Tensor | None) -> dict[str, float]:
+    """The GAN baseline's counterpart of SDNet+'s factor step with ``train.plus_z=input``: the rows are the labelled
+    batch (targets: its masks) and, with ``train.plus_unlabelled``, the unlabelled batch (targets: the argmax of the
+    U-Net's detached prediction ``fake_masks``, (B, L, H, W) foreground probabilities)."""
+    images, targets = [x], [m]
+    if ctx.plus_unlabelled and xu is not None and fake_masks is not None:
+        probabilities = torch.cat([1.0 - fake_masks.sum(dim=1, keepdim=True), fake_masks], dim=1)
+        images.append(xu)
+        targets.append(probabilities.argmax(dim=1))
+    losses = unet_factor_step(ctx.model, torch.cat(images), torch.cat(targets), ctx.optimisers["factors"],
+                              ctx.weights, n_classes=ctx.n_classes).losses
+    return {f"plus_{k}": v for k, v in losses.items()}
 
 
 def _sdnet_schedule(ctx: IterationContext[SDNet], step: int, schedule: str) -> dict[str, float]:

@@ -367,6 +367,23 @@ def unet_supervised_step(
     return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "supervised step"))
 
 
+def unet_factor_step(
+    model: UNetSegmenter, image: Tensor, masks: Tensor, optimizer: KerasAdam, weights: LossWeights, *, n_classes: int
+) -> StepResult:
+    """λ_mix L_mix for the U-Net baselines (the control ``ganplus-input``): segment ``image`` against ``masks`` —
+    Dice + cross-entropy, as :func:`factor_terms`' ``mix`` — in an update of its own.
+
+    Args:
+        image: (R, 1, H, W) in [−1, 1]: the iteration's labelled images, then its unlabelled ones.
+        masks: (R, H, W) int64: true masks, then the U-Net's own detached segmentations.
+    """
+    logits = model(image)  # (R, n_classes, H, W)
+    probabilities = torch.softmax(logits, dim=1)
+    terms = {"mix": dice_loss(probabilities[:, 1:], one_hot_foreground(masks, n_classes))
+             + cross_entropy(logits, masks)}
+    return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "factor step"))
+
+
 def gan_generator_step(
     model: UNetSegmenter, discriminator: MaskDiscriminator, image: Tensor, optimizer: KerasAdam, weights: LossWeights
 ) -> StepResult:

@@ -199,6 +199,8 @@ class Trainer:
             self.optimisers = {"supervised": adam(self.model.parameters())}
             if self.discriminator is not None:  # gan: the adversarial generator update has its own Adam state
                 self.optimisers["unsupervised"] = adam(self.model.parameters())
+            if self.method == "gan" and config.loss.mix > 0:  # ganplus-input: SDNet+'s factor step on the inputs
+                self.optimisers["factors"] = adam(self.model.parameters())
         if self.discriminator is not None:
             self.optimisers["discriminator"] = adam(self.discriminator.parameters())
         self.pool = FakeMaskPool(config.train.fake_pool_size)
