@@ -29,6 +29,10 @@ min(``max_steps``, ``epochs`` × iterations per epoch) (``max_steps`` 0 = no lim
 minutes have elapsed, or when early stopping triggers within the stage — whichever comes first; early stopping
 ends a round early (and resets the patience counter), and ends the run only in the last round. Changing the
 budget when resuming moves the stage boundaries.
+
+Length: every method's iteration, and the choice of SDNet+'s rows and targets that the SDNet and GAN iterations and
+the gradient analysis share (:func:`plus_pairs`, :func:`plus_inputs`), so that what one training iteration does is
+read in one file, next to the context it runs on.
 """
 
 from __future__ import annotations

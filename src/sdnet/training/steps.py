@@ -23,6 +23,10 @@ Deviations from the authors' Keras code, for speed (issue "Performance"), each d
   second ``Enc_Anatomy.predict`` pass — the same s up to BatchNorm using batch rather than running statistics;
 * the discriminator's fake masks are the (detached) predictions of the unsupervised step, not a second inference
   pass over another image batch.
+
+Length: one function per kind of update of every method — SDNet's five, the factor steps of SDNet+ and its GAN
+control, the U-Net baselines' — each with the parameters it may change, so that the whole schedule reads top to
+bottom in one file (DESIGN.md rule 5).
 """
 
 from __future__ import annotations
