@@ -172,10 +172,8 @@ def plus_pairs(sup: StepResult, masks: torch.Tensor, uns: StepResult | None, *, 
     assert sup.anatomy is not None and sup.modality is not None
     anatomy, targets, own = [sup.anatomy], [masks], [sup.modality]
     if unlabelled and uns is not None and uns.anatomy is not None and uns.fake_masks is not None:
-        foreground = uns.fake_masks
-        probabilities = torch.cat([1.0 - foreground.sum(dim=1, keepdim=True), foreground], dim=1)
         anatomy.append(uns.anatomy)
-        targets.append(probabilities.argmax(dim=1))
+        targets.append(own_labels(uns.fake_masks))
         assert uns.modality is not None
         own.append(uns.modality)
     s, m = torch.cat(anatomy), torch.cat(targets)
@@ -197,6 +195,12 @@ def plus_pairs(sup: StepResult, masks: torch.Tensor, uns: StepResult | None, *, 
         half = s.shape[0] // 2
         codes = torch.cat([other[:half], prior[half:]])
     return s, m, codes
+
+
+def own_labels(foreground: torch.Tensor) -> torch.Tensor:
+    """SDNet+'s target for an unlabelled image: the argmax of the model's detached foreground probabilities
+    (B, L, H, W), background = 1 − their sum; (B, H, W) int64 class indices."""
+    return torch.cat([1.0 - foreground.sum(dim=1, keepdim=True), foreground], dim=1).argmax(dim=1)
 
 
 def plus_images(labelled: torch.Tensor, unlabelled: torch.Tensor | None, rows: int) -> torch.Tensor:
@@ -372,12 +376,9 @@ def _unet_factor_update(ctx: IterationContext[UNetSegmenter], x: torch.Tensor, m
     """The GAN baseline's counterpart of SDNet+'s factor step with ``train.plus_z=input``: the rows are the labelled
     batch (targets: its masks) and, with ``train.plus_unlabelled``, the unlabelled batch (targets: the argmax of the
     U-Net's detached prediction ``fake_masks``, (B, L, H, W) foreground probabilities)."""
-    images, targets = [x], [m]
     if ctx.plus_unlabelled and xu is not None and fake_masks is not None:
-        probabilities = torch.cat([1.0 - fake_masks.sum(dim=1, keepdim=True), fake_masks], dim=1)
-        images.append(xu)
-        targets.append(probabilities.argmax(dim=1))
-    losses = unet_factor_step(ctx.model, torch.cat(images), torch.cat(targets), ctx.optimisers["factors"],
+        m = torch.cat([m, own_labels(fake_masks)])
+    losses = unet_factor_step(ctx.model, plus_images(x, xu, rows=m.shape[0]), m, ctx.optimisers["factors"],
                               ctx.weights, n_classes=ctx.n_classes).losses
     return {f"plus_{k}": v for k, v in losses.items()}
 

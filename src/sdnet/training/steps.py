@@ -247,6 +247,12 @@ def _buffers_kept(module: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
+def _mix_term(logits: Tensor, probabilities: Tensor, masks: Tensor, n_classes: int) -> Tensor:
+    """L_mix: Dice on the foreground classes + cross-entropy, of (R, n_classes, H, W) logits against (R, H, W)
+    class indices."""
+    return dice_loss(probabilities[:, 1:], one_hot_foreground(masks, n_classes)) + cross_entropy(logits, masks)
+
+
 def factor_terms(
     model: SDNet, anatomy: Tensor, masks: Tensor, codes: Tensor, weights: LossWeights, *, n_classes: int,
     images: Tensor | None = None, anatomy_target: Tensor | None = None,
@@ -265,8 +271,7 @@ def factor_terms(
     terms: dict[str, Tensor] = {}
     if weights.mix > 0:
         seg = model.segment_anatomy(s_tilde)
-        terms["mix"] = (dice_loss(seg.probabilities[:, 1:], one_hot_foreground(masks, n_classes))
-                        + cross_entropy(seg.logits, masks))
+        terms["mix"] = _mix_term(seg.logits, seg.probabilities, masks, n_classes)
     if weights.acons > 0:
         terms["acons"] = anatomy_consistency(s_tilde, anatomy if anatomy_target is None else anatomy_target)
     return terms
@@ -382,9 +387,7 @@ def unet_factor_step(
         masks: (R, H, W) int64: true masks, then the U-Net's own detached segmentations.
     """
     logits = model(image)  # (R, n_classes, H, W)
-    probabilities = torch.softmax(logits, dim=1)
-    terms = {"mix": dice_loss(probabilities[:, 1:], one_hot_foreground(masks, n_classes))
-             + cross_entropy(logits, masks)}
+    terms = {"mix": _mix_term(logits, torch.softmax(logits, dim=1), masks, n_classes)}
     return StepResult(losses=_finish(weighted_sum(terms, weights), terms, optimizer, "factor step"))
 
 
